@@ -1,0 +1,159 @@
+"""The ``vicious`` command line.
+
+Every command validates its input at the boundary and fails with one line,
+``vicious: error: ...``, and exit status 2; nothing already saved is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _cmd_demo(args) -> None:
+    from vicious.experiments.demo import run_demo
+
+    run_demo(Path(args.out), data_root=args.data_root, overrides=args.set, progress=not args.quiet)
+
+
+def _cmd_train(args) -> None:
+    from vicious.experiments.config import apply_overrides, load_config
+    from vicious.experiments.evaluation import evaluate_run
+    from vicious.experiments.presets import get_preset
+    from vicious.experiments.training import train_run
+
+    if args.preset and args.config:
+        raise ValueError("give either --preset or --config, not both")
+    if args.preset:
+        config = get_preset(args.preset)
+    elif args.config:
+        config = load_config(Path(args.config))
+    elif args.resume and (Path(args.out) / "config.yaml").exists():
+        config = load_config(Path(args.out) / "config.yaml")
+    else:
+        raise ValueError("name a preset with --preset NAME ('vicious presets' lists them) or a file with --config")
+    overrides = list(args.set)
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+    if args.download:
+        overrides.append("data.download=true")
+    config = apply_overrides(config, overrides)
+    run_dir = train_run(config, Path(args.out), resume=args.resume)
+    if not args.no_evaluate:
+        _print_metrics(evaluate_run(run_dir))
+
+
+def _cmd_evaluate(args) -> None:
+    from vicious.experiments.evaluation import evaluate_run
+
+    _print_metrics(evaluate_run(Path(args.run_dir)))
+
+
+def _print_metrics(metrics: dict) -> None:
+    risk = metrics["risk"]
+    print(
+        f"{metrics['regime']} on {metrics['dataset']} ({metrics['output']} outputs): "
+        f"accuracy {metrics['accuracy']:.4f}, MSE {metrics['mse']:.4f}, PSNR {metrics['psnr']:.2f} dB, "
+        f"SSIM {metrics['ssim']:.3f}, R exact {risk['exact']['mean']:.3f}, "
+        f"R principal {risk['principal']['mean']:.3f} (r>1: {risk['principal']['frac_above_one']:.1%})"
+    )
+
+
+def _cmd_presets(args) -> None:
+    from vicious.experiments.presets import PRESETS, preset_names
+
+    names = preset_names(args.pattern)
+    if args.json:
+        print(json.dumps({n: PRESETS[n].config().model_dump() for n in names}, indent=2))
+        return
+    width = max((len(n) for n in names), default=10)
+    print(f"{'preset'.ljust(width)}  {'dataset':14} {'model':9} {'regime':12} description")
+    for name in names:
+        p = PRESETS[name]
+        c = p.config()
+        print(f"{name.ljust(width)}  {p.dataset:14} WRN-{c.model.depth}-{c.model.width:<3} {p.regime:12} {p.description}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vicious",
+        description="Measure, detect and blunt input reconstruction from a classifier's outputs.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="train an honest and a vicious pair on Fashion-MNIST and compare them")
+    demo.add_argument("--out", default="vicious-demo", help="output folder (default: vicious-demo)")
+    demo.add_argument("--data-root", help="folder holding Fashion-MNIST (default: Debian package, else embedded)")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(func=_cmd_demo)
+
+    train = sub.add_parser("train", help="train one run from a preset or a config file")
+    train.add_argument("--preset", help="preset name ('vicious presets' lists them)")
+    train.add_argument("--config", help="a config.yaml to start from")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    train.add_argument("--out", required=True, help="run directory to write")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    train.add_argument("--data-root", help="folder holding the dataset")
+    train.add_argument("--download", action="store_true", help="download the dataset if missing")
+    train.add_argument("--no-evaluate", action="store_true", help="skip the test-split evaluation")
+    train.set_defaults(func=_cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="measure a trained run on its test split")
+    evaluate.add_argument("run_dir", help="run directory written by 'vicious train'")
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    presets = sub.add_parser("presets", help="list the presets")
+    presets.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'cifar10-*'")
+    presets.add_argument("--json", action="store_true", help="print the full configs as JSON")
+    presets.set_defaults(func=_cmd_presets)
+
+    for register in _extensions():
+        register(sub)
+    return parser
+
+
+def _extensions():
+    """Commands contributed by other packages (defences, sweeps, reports)."""
+    found = []
+    for module_name in ("vicious.defences.cli", "vicious.experiments.sweep_cli"):
+        try:
+            module = __import__(module_name, fromlist=["register"])
+        except ModuleNotFoundError as err:
+            if err.name != module_name:
+                raise
+            continue
+        found.append(module.register)
+    return found
+
+
+def _version() -> str:
+    from vicious import __version__
+
+    return f"vicious {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from vicious.experiments.checkpoints import UnsafeFileError
+    from vicious.experiments.config import ConfigError
+
+    try:
+        args.func(args)
+    except (ConfigError, UnsafeFileError, ValueError, FileNotFoundError, OSError) as err:
+        message = str(err) or type(err).__name__
+        print(f"vicious: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vicious: interrupted; finished checkpoints are kept (resume with --resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

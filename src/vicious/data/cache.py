@@ -1,0 +1,90 @@
+"""The cache directory: staged raw files, decoded image arrays, dataset statistics.
+
+Location: the `cache_dir` argument, else the VICIOUS_CACHE environment variable,
+else ~/.cache/vicious. Everything here can be deleted; it is rebuilt on demand.
+Arrays are stored as .npy and read with allow_pickle=False (never pickle).
+Writes go to a temporary file renamed into place, so that runs sharing a cache
+never read a half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+ENV_VAR = "VICIOUS_CACHE"
+DEFAULT_CACHE = Path("~/.cache/vicious")
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The cache directory to use (not created here)."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get(ENV_VAR)
+    return Path(env).expanduser() if env else DEFAULT_CACHE.expanduser()
+
+
+def short_hash(*parts: object) -> str:
+    """A short, stable digest of `parts`, used to key cache files."""
+    text = "\x1f".join(str(part) for part in parts)
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    """Write `array` to `path` (.npy) atomically."""
+    _atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False), "wb")
+
+
+def load_array(path: Path) -> np.ndarray | None:
+    """The array stored at `path`, or None when absent or unreadable (then it is rebuilt)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+
+
+def cached_array(
+    path: Path, build: Callable[[], np.ndarray], shape: tuple[int, ...] | None = None
+) -> np.ndarray:
+    """Load the array at `path`, or build it with `build()` and store it there.
+
+    A stored array of another shape than `shape` (when given) is stale and rebuilt.
+    """
+    array = load_array(path)
+    if array is None or (shape is not None and array.shape != tuple(shape)):
+        array = build()
+        save_array(path, array)
+    return array
+
+
+def save_json(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` as JSON to `path` atomically."""
+    _atomic_write(path, lambda handle: json.dump(data, handle, indent=2), "w")
+
+
+def load_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object at `path`, or None when absent or unreadable."""
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,0 +1,203 @@
+"""Typed, validated run configurations.
+
+A run is one ``RunConfig``: what the server trains (``regime``), what it observes
+(``output``), on which data, with which model, objective and optimiser. Every value
+has its allowed range here; ``apply_overrides`` takes dotted ``key=value`` pairs as
+given on the command line. Errors are ``ConfigError`` with one line naming the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+import vicious
+
+Regime = Literal["honest", "vicious", "autoencoder"]
+OutputForm = Literal["raw", "softmax"]
+
+
+class ConfigError(ValueError):
+    """A configuration value, key or file that cannot be used; the message names it."""
+
+
+class _Section(BaseModel):
+    # strict: "3" is not an int; extra="forbid": a misspelt key is an error, not ignored.
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+class DataConfig(_Section):
+    name: str = "fashion-mnist"
+    root: str | None = Field(None, description="folder holding the dataset files; None searches the defaults")
+    download: bool = Field(False, description="let torchvision download the dataset")
+    image_size: int = Field(32, ge=8, le=256, multiple_of=8)
+    attributes: str | list[int | str] | None = Field(
+        None, description="CelebA attributes: a K-set name such as 'k10' or a list of indices or names"
+    )
+    train_limit: int | None = Field(None, ge=1, description="use a seeded subset of this many training images")
+    val_limit: int | None = Field(None, ge=1)
+    test_limit: int | None = Field(None, ge=1)
+    augment: bool = Field(True, description="append an augmented copy of every training image (METHOD.md)")
+
+
+class ModelConfig(_Section):
+    depth: int = Field(28, ge=10, le=100, description="WideResNet depth, 6n + 4")
+    width: int = Field(1, ge=1, le=16, description="WideResNet widening factor")
+
+    @model_validator(mode="after")
+    def _depth_is_6n_plus_4(self) -> ModelConfig:
+        if (self.depth - 4) % 6:
+            raise ValueError(f"depth must be 6n + 4 (10, 16, 22, 28, ...), got {self.depth}")
+        return self
+
+
+class LossConfig(_Section):
+    beta_c: float = Field(1.0, ge=0, description="weight of the task loss")
+    beta_r: float = Field(3.0, ge=0, description="weight of the reconstruction loss")
+    alpha_huber: float = Field(5.0, ge=0)
+    alpha_ssim: float = Field(1.0, ge=0)
+    huber_delta: float = Field(1.0, gt=0)
+    beta_ent: float = Field(0.0, ge=0, description="entropy penalty on F's outputs (adaptive attacker)")
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(10, ge=1, le=10_000)
+    decoder_epochs: int | None = Field(None, ge=1, le=10_000, description="honest regime: post-hoc decoder epochs")
+    batch_size: int = Field(250, ge=1, le=65_536)
+    lr: float = Field(1e-3, gt=0, le=1.0)
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: int | Literal["auto"] = "auto"
+    num_nodes: int = Field(1, ge=1)
+    strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"] = "auto"
+    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
+    channels_last: bool = False
+    compile: bool = False
+    eval_batch_size: int = Field(1000, ge=1, le=65_536)
+    progress: bool = True
+
+
+class EvaluationConfig(_Section):
+    variance_fraction: float = Field(0.9, gt=0, le=1, description="R principal: variance held by the subspace")
+    num_images: int = Field(8, ge=1, le=64, description="images shown in reconstruction grids")
+
+
+class RunConfig(_Section):
+    regime: Regime = "vicious"
+    output: OutputForm = "raw"
+    seed: int = Field(1, ge=0)
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    preset: str | None = Field(None, description="the preset this config started from")
+    version: str = Field(vicious.__version__, description="vicious version that wrote this config")
+
+    @model_validator(mode="after")
+    def _regime_weights(self) -> RunConfig:
+        if self.regime == "autoencoder" and self.loss.beta_c != 0:
+            raise ValueError("the autoencoder regime trains without the task: set loss.beta_c=0")
+        if self.regime == "vicious" and (self.loss.beta_c == 0 or self.loss.beta_r == 0):
+            raise ValueError("the vicious regime needs loss.beta_c > 0 and loss.beta_r > 0")
+        if self.regime != "honest" and self.loss.beta_r == 0:
+            raise ValueError(f"the {self.regime} regime needs loss.beta_r > 0")
+        return self
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "config"
+    got = first.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}{shown}"
+
+
+def validate_config(values: dict[str, Any]) -> RunConfig:
+    """Build a RunConfig from plain values, raising ConfigError with the offending key."""
+    _check_keys(values, RunConfig, prefix="")
+    try:
+        return RunConfig.model_validate(values)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def _check_keys(values: dict[str, Any], model: type[BaseModel], prefix: str) -> None:
+    fields = model.model_fields
+    for key, value in values.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+        annotation = fields[key].annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if not isinstance(value, dict):
+                raise ConfigError(f"'{prefix}{key}' is a section; set its keys, e.g. '{prefix}{key}.<name>=...'")
+            _check_keys(value, annotation, prefix=f"{prefix}{key}.")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"loss.beta_r=3"`` -> ``("loss.beta_r", 3)``; values are read as YAML scalars or lists."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. train.epochs=5)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def apply_overrides(config: RunConfig, overrides: dict[str, Any] | list[str]) -> RunConfig:
+    """Return a new config with dotted-key overrides applied and everything re-validated."""
+    if isinstance(overrides, list):
+        overrides = dict(parse_override(o) for o in overrides)
+    values = config.model_dump()
+    for dotted, value in overrides.items():
+        target = values
+        *parents, leaf = dotted.split(".")
+        for i, part in enumerate(parents):
+            if not isinstance(target.get(part), dict):
+                raise ConfigError(f"unknown config key '{dotted}': '{'.'.join(parents[: i + 1])}' is not a section")
+            target = target[part]
+        if leaf not in target:
+            close = difflib.get_close_matches(leaf, list(target), n=1)
+            hint = f"; did you mean '{'.'.join([*parents, close[0]])}'?" if close else ""
+            raise ConfigError(f"unknown config key '{dotted}'{hint}")
+        target[leaf] = value
+    return validate_config(values)
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    from vicious.experiments.files import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(config.model_dump(), sort_keys=False))
+
+
+def load_config(path: Path, *, check_version: bool = True) -> RunConfig:
+    """Read a config written by ``save_config``; refuses other major.minor versions by name."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} does not hold a config mapping")
+    written = str(values.get("version", "unknown"))
+    if check_version and _major_minor(written) != _major_minor(vicious.__version__):
+        raise ConfigError(
+            f"{path} was written by vicious {written}, this is {vicious.__version__}; "
+            "re-run with this version or install the one that wrote it"
+        )
+    values["version"] = vicious.__version__
+    return validate_config(values)
+
+
+def _major_minor(version: str) -> tuple[str, ...]:
+    return tuple(version.split(".")[:2])

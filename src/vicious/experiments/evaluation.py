@@ -1,0 +1,109 @@
+"""Evaluating a trained run on its test split: the measures of METHOD.md.
+
+Writes ``metrics.json`` (summary) and ``per_sample.csv`` (one row per test image)
+into the run directory.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import torch
+
+from vicious.data import DatasetSplits
+from vicious.experiments.files import atomic_write_json, atomic_write_text
+from vicious.experiments.runs import TrainedRun, open_run
+from vicious.metrics import (
+    ImageStatistics, accuracy, bootstrap_ci, mse, psnr, psnr_from_mse, reconstruction_risk,
+    reidentification, ssim, summarise_risk,
+)
+
+
+def fit_statistics(splits: DatasetSplits, batch_size: int = 2000) -> ImageStatistics:
+    """Pixel mean and covariance of the train + validation images (METHOD.md)."""
+
+    def batches():
+        for split in (splits.train, splits.val):
+            for start in range(0, len(split), batch_size):
+                yield split.images[start : start + batch_size].float() / 255
+
+    return ImageStatistics.fit(batches())
+
+
+@torch.no_grad()
+def reconstruct(run: TrainedRun, images_uint8: torch.Tensor, batch_size: int = 1000, device=None):
+    """Outputs F(x) and reconstructions G(F(x)) of uint8 images, in batches."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    classifier, decoder = run.classifier.to(device).eval(), run.decoder.to(device).eval()
+    logits, recs = [], []
+    for start in range(0, len(images_uint8), batch_size):
+        x = images_uint8[start : start + batch_size].to(device).float() / 255
+        out = classifier(x)
+        logits.append(out.cpu())
+        recs.append(decoder(out).cpu())
+    return torch.cat(logits), torch.cat(recs)
+
+
+def evaluate_run(
+    run_dir: Path | TrainedRun, *, statistics: ImageStatistics | None = None, write: bool = True
+) -> dict:
+    """Measure a run on its test split; returns (and writes) the metrics dictionary."""
+    run = run_dir if isinstance(run_dir, TrainedRun) else open_run(Path(run_dir))
+    config, splits = run.config, run.splits
+    statistics = statistics or fit_statistics(splits)
+    x = splits.test.float_images()
+    logits, x_rec = reconstruct(run, splits.test.images, config.train.eval_batch_size)
+    labels = splits.test.labels
+    correct = accuracy(logits, labels)
+    per_mse, per_psnr, per_ssim = mse(x, x_rec), psnr(x, x_rec), ssim(x, x_rec)
+    fraction = config.evaluation.variance_fraction
+    r_exact = reconstruction_risk(x, x_rec, statistics, variant="exact")
+    r_principal = reconstruction_risk(x, x_rec, statistics, variant="principal", variance_fraction=fraction)
+    per_image_accuracy = correct.mean(dim=1) if correct.ndim == 2 else correct
+    metrics = {
+        "regime": config.regime,
+        "dataset": splits.info.name,
+        "output": config.output,
+        "preset": config.preset,
+        "seed": config.seed,
+        "num_outputs": splits.info.num_outputs,
+        "num_test_images": len(x),
+        "accuracy": float(per_image_accuracy.mean()),
+        "mse": float(per_mse.mean()),
+        "psnr": float(psnr_from_mse(per_mse.mean())),
+        "psnr_per_image_mean": float(per_psnr.mean()),
+        "ssim": float(per_ssim.mean()),
+        "risk": {
+            "exact": summarise_risk(r_exact),
+            "principal": {**summarise_risk(r_principal), "variance_fraction": fraction,
+                          "components": statistics.components_for(fraction)},
+        },
+        "reidentification": {
+            "pixel": reidentification(x, x_rec, space="pixel"),
+            "principal": reidentification(x, x_rec, space="principal", stats=statistics, variance_fraction=fraction),
+        },
+        "confidence_intervals": {
+            name: list(bootstrap_ci(values, seed=config.seed))
+            for name, values in (("accuracy", per_image_accuracy), ("mse", per_mse), ("psnr_per_image", per_psnr),
+                                 ("ssim", per_ssim), ("risk_exact", r_exact), ("risk_principal", r_principal))
+        },
+    }
+    if correct.ndim == 2:
+        names = splits.info.output_names
+        metrics["accuracy_per_attribute"] = {n: float(a) for n, a in zip(names, correct.mean(dim=0))}
+    if write:
+        atomic_write_json(run.path / "metrics.json", metrics)
+        atomic_write_text(run.path / "per_sample.csv", _per_sample_csv(
+            per_image_accuracy, per_mse, per_psnr, per_ssim, r_exact, r_principal))
+    return metrics
+
+
+def _per_sample_csv(*columns: torch.Tensor) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["index", "accuracy", "mse", "psnr", "ssim", "r_exact", "r_principal"])
+    for i, row in enumerate(zip(*(c.tolist() for c in columns))):
+        writer.writerow([i, *(f"{v:.6g}" for v in row)])
+    return out.getvalue()

@@ -1,0 +1,103 @@
+"""Named, validated configurations: the paper's runs and CPU-sized variants.
+
+Names read ``<dataset>-<regime>[-softmax][-small]``, e.g. ``cifar10-vicious``,
+``celeba-k10-honest-softmax``, ``fashion-mnist-vicious-small``. Paper presets use
+METHOD.md's settings: WRN-28-1 for MNIST, WRN-28-5 otherwise, batch 250, Adam 1e-3,
+augmentation, default loss weights and validation-based model selection. The
+original epoch counts are unknown; ours are in ``PAPER_EPOCHS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatch
+
+from vicious.experiments.config import ConfigError, RunConfig, validate_config
+
+CELEBA_K = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 30, 40)
+
+# (registry name, data overrides, paper width, paper epochs)
+_DATASETS: dict[str, tuple[dict, int, int]] = {
+    "mnist": ({"name": "mnist"}, 1, 30),
+    "fashion-mnist": ({"name": "fashion-mnist"}, 5, 30),
+    "cifar10": ({"name": "cifar10"}, 5, 60),
+    "cifar100": ({"name": "cifar100"}, 5, 60),
+    "tinyimagenet": ({"name": "tinyimagenet"}, 5, 60),
+    **{f"celeba-k{k}": ({"name": "celeba", "attributes": f"k{k}"}, 5, 20) for k in CELEBA_K},
+}
+PAPER_EPOCHS = {name: epochs for name, (_, _, epochs) in _DATASETS.items()}
+
+# CPU-sized: WRN-10-1 on seeded subsets, a few epochs (minutes on 2 cores).
+_SMALL = {
+    "model": {"depth": 10, "width": 1},
+    "data": {"train_limit": 10_000, "val_limit": 2_000, "test_limit": 2_000},
+    "train": {"epochs": 3, "batch_size": 250},
+}
+_REGIME_LOSS = {"honest": {}, "vicious": {}, "autoencoder": {"beta_c": 0.0}}
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    dataset: str
+    regime: str
+    output: str
+    small: bool
+    description: str
+
+    def config(self) -> RunConfig:
+        data, width, epochs = _DATASETS[self.dataset]
+        values: dict = {
+            "regime": self.regime,
+            "output": self.output,
+            "seed": 1,
+            "preset": self.name,
+            "data": dict(data),
+            "model": {"depth": 28, "width": width},
+            "loss": dict(_REGIME_LOSS[self.regime]),
+            "train": {"epochs": epochs, "batch_size": 250, "lr": 1e-3},
+        }
+        if self.small:
+            for section, overrides in _SMALL.items():
+                values[section] = {**values[section], **overrides}
+        return validate_config(values)
+
+
+def _describe(dataset: str, regime: str, output: str, small: bool) -> str:
+    what = {
+        "honest": "F for the task only, then a post-hoc decoder on frozen F",
+        "vicious": "F and G trained jointly (the attack)",
+        "autoencoder": "F and G for reconstruction only (upper bound)",
+    }[regime]
+    size = "WRN-10-1 on 10k images, 3 epochs (CPU)" if small else "paper settings"
+    return f"{dataset}, {output} outputs: {what}; {size}"
+
+
+def _build() -> dict[str, Preset]:
+    presets = {}
+    for dataset in _DATASETS:
+        for regime in ("honest", "vicious", "autoencoder"):
+            for output in ("raw", "softmax"):
+                for small in (False, True):
+                    name = f"{dataset}-{regime}" + ("-softmax" if output == "softmax" else "") + ("-small" if small else "")
+                    presets[name] = Preset(name, dataset, regime, output, small, _describe(dataset, regime, output, small))
+    return presets
+
+
+PRESETS = _build()
+
+
+def preset_names(pattern: str = "*") -> list[str]:
+    return [name for name in PRESETS if fnmatch(name, pattern)]
+
+
+def get_preset(name: str) -> RunConfig:
+    """The validated config of a preset; unknown names get the closest matches."""
+    try:
+        return PRESETS[name].config()
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(name, PRESETS, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; 'vicious presets' lists them"
+        raise ConfigError(f"unknown preset {name!r}{hint}") from None

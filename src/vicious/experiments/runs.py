@@ -1,0 +1,97 @@
+"""Run directories: what a training run writes, and how to read it back.
+
+    RUN/config.yaml           resolved config
+    RUN/environment.json      seed, versions, device
+    RUN/classifier.safetensors, RUN/decoder.safetensors   selected weights
+    RUN/checkpoints/<phase>/  resumable Lightning state (safetensors format)
+    RUN/logs/<phase>/         Lightning CSV logs
+    RUN/training.json         what training did (epochs, best validation scores, time)
+    RUN/metrics.json, RUN/per_sample.csv                 written by evaluation
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import vicious
+from vicious.data import DatasetSplits, load_dataset
+from vicious.experiments.checkpoints import load_weights
+from vicious.experiments.config import ConfigError, RunConfig, load_config
+from vicious.models import create_model
+
+CONFIG_FILE = "config.yaml"
+CLASSIFIER_FILE = "classifier.safetensors"
+DECODER_FILE = "decoder.safetensors"
+
+
+def environment_record(config: RunConfig) -> dict:
+    """What a reader needs to reproduce or trust a result."""
+    cuda = torch.cuda.is_available()
+    return {
+        "seed": config.seed,
+        "vicious": vicious.__version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",
+        "cuda": torch.version.cuda if cuda else None,
+        "cpu_threads": torch.get_num_threads(),
+    }
+
+
+def load_splits(config: RunConfig) -> DatasetSplits:
+    """The dataset of a config, with the seeded subsets its limits ask for."""
+    d = config.data
+    splits = load_dataset(
+        d.name, root=d.root, download=d.download, image_size=d.image_size, seed=config.seed,
+        attributes=d.attributes,
+    )
+    limits = {"train": d.train_limit, "val": d.val_limit, "test": d.test_limit}
+    subsets = {name: getattr(splits, name).subset(n, seed=config.seed) for name, n in limits.items() if n}
+    return dataclasses.replace(splits, **subsets)
+
+
+def build_models(config: RunConfig, splits: DatasetSplits) -> tuple[torch.nn.Module, torch.nn.Module]:
+    info = splits.info
+    classifier = create_model(
+        "wrn-classifier", depth=config.model.depth, width=config.model.width, in_channels=info.channels,
+        num_outputs=info.num_outputs, mean=tuple(splits.mean), std=tuple(splits.std),
+    )
+    decoder = create_model(
+        "wrn-decoder", depth=config.model.depth, width=config.model.width, out_channels=info.channels,
+        num_inputs=info.num_outputs, image_size=config.data.image_size, input_form=config.output, task=info.task,
+    )
+    return classifier, decoder
+
+
+@dataclass
+class TrainedRun:
+    """A finished run: its config, data and trained networks (eval mode)."""
+
+    path: Path
+    config: RunConfig
+    splits: DatasetSplits
+    classifier: torch.nn.Module
+    decoder: torch.nn.Module
+
+
+def open_run(path: Path, splits: DatasetSplits | None = None) -> TrainedRun:
+    """Load a finished run directory; errors name what is missing."""
+    path = Path(path)
+    if not (path / CONFIG_FILE).is_file():
+        raise ConfigError(f"{path} is not a run directory (no {CONFIG_FILE}); train one with 'vicious train'")
+    config = load_config(path / CONFIG_FILE)
+    for name in (CLASSIFIER_FILE, DECODER_FILE):
+        if not (path / name).is_file():
+            raise ConfigError(f"{path} has no {name}: training did not finish; resume it with 'vicious train --resume'")
+    splits = splits or load_splits(config)
+    classifier, decoder = build_models(config, splits)
+    load_weights(classifier, path / CLASSIFIER_FILE)
+    load_weights(decoder, path / DECODER_FILE)
+    return TrainedRun(path, config, splits, classifier.eval(), decoder.eval())

@@ -1,0 +1,61 @@
+import pytest
+import yaml
+
+from vicious.experiments.config import ConfigError, RunConfig, apply_overrides, load_config, save_config
+from vicious.experiments.presets import PRESETS, get_preset, preset_names
+
+
+def test_overrides_are_typed_and_validated():
+    config = apply_overrides(RunConfig(), ["loss.beta_r=2", "train.epochs=7", "data.attributes=[1, 'Smiling']"])
+    assert config.loss.beta_r == 2.0 and config.train.epochs == 7
+    assert config.data.attributes == [1, "Smiling"]
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.epochs=abc", "train.epochs: Input should be a valid integer"),
+        ("train.epochs=2.5", "train.epochs"),
+        ("train.epochs=0", "greater than or equal to 1"),
+        ("train.epoch=3", "did you mean 'train.epochs'"),
+        ("loss.beta_r=-1", "loss.beta_r"),
+        ("model.depth=12", "6n \\+ 4"),
+        ("train=3", "section"),
+        ("epochs", "key=value"),
+        ("output=logits", "output"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(RunConfig(), [override])
+
+
+def test_regimes_constrain_the_loss_weights():
+    with pytest.raises(ConfigError, match="beta_c=0"):
+        apply_overrides(RunConfig(), ["regime=autoencoder"])
+    with pytest.raises(ConfigError, match="beta_r > 0"):
+        apply_overrides(RunConfig(), ["loss.beta_r=0"])
+
+
+def test_config_round_trips_and_refuses_other_versions(tmp_path):
+    config = get_preset("cifar100-vicious-softmax")
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == config
+    values = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    values["version"] = "9.3.0"
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(values))
+    with pytest.raises(ConfigError, match="written by vicious 9.3.0"):
+        load_config(tmp_path / "old.yaml")
+
+
+def test_presets_follow_the_paper():
+    assert len(PRESETS) == (5 + 14) * 3 * 2 * 2
+    mnist, fashion = get_preset("mnist-vicious"), get_preset("fashion-mnist-honest-softmax")
+    assert (mnist.model.depth, mnist.model.width) == (28, 1)
+    assert (fashion.model.depth, fashion.model.width, fashion.output) == (28, 5, "softmax")
+    assert fashion.train.batch_size == 250 and fashion.train.lr == 1e-3 and fashion.data.augment
+    assert get_preset("celeba-k15-autoencoder").loss.beta_c == 0
+    assert get_preset("celeba-k15-autoencoder").data.attributes == "k15"
+    assert "fashion-mnist-vicious-small" in preset_names("fashion-mnist-*-small")
+    with pytest.raises(ConfigError, match="did you mean"):
+        get_preset("fashion-mnist-viscious")
