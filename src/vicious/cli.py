@@ -1,7 +1,8 @@
 """The ``vicious`` command line.
 
 Every command validates its input at the boundary and fails with one line,
-``vicious: error: ...``, and exit status 2; nothing already saved is touched.
+``vicious: error: ...``, and exit status 2 (1 when training itself fails, e.g. a
+non-finite loss); nothing already saved is touched.
 """
 
 from __future__ import annotations
@@ -137,22 +138,42 @@ def _version() -> str:
     return f"vicious {__version__}"
 
 
+def _quiet_lightning() -> None:
+    # Lightning's start-up banners (device summary, tips) drown the progress that matters.
+    import logging
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _quiet_lightning()
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from vicious.attack.lightning_module import TrainingDiverged
     from vicious.experiments.checkpoints import UnsafeFileError
     from vicious.experiments.config import ConfigError
 
     try:
         args.func(args)
-    except (ConfigError, UnsafeFileError, ValueError, FileNotFoundError, OSError) as err:
-        message = str(err) or type(err).__name__
-        print(f"vicious: error: {message}", file=sys.stderr)
+    except TrainingDiverged as err:  # the input was fine; training itself failed
+        print(f"vicious: error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    except (ConfigError, UnsafeFileError, ValueError, FileNotFoundError, OSError, MisconfigurationException) as err:
+        # MisconfigurationException: Lightning refusing e.g. train.accelerator=gpu where there is none.
+        print(f"vicious: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vicious: interrupted; finished checkpoints are kept (resume with --resume)", file=sys.stderr)
         return 130
     return 0
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join((str(err) or type(err).__name__).split())
 
 
 if __name__ == "__main__":

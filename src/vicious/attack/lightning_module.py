@@ -27,6 +27,12 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or Inf; training stops and the last good checkpoint is kept."""
 
 
+def _float32(device: torch.device):
+    """A block mixed precision leaves alone: augmentation, losses and metrics stay float32
+    (under bf16 autocast, blur and SSIM convolutions lose ~1% of the SSIM loss)."""
+    return torch.autocast(device.type, enabled=False)
+
+
 def selection_score(phase: Phase, loss: LossConfig, accuracy: torch.Tensor, mse: torch.Tensor, ssim: torch.Tensor):
     """Validation score to minimise (METHOD.md, model selection)."""
     reconstruction = loss.alpha_ssim * (1 - ssim) + loss.alpha_huber * mse
@@ -60,8 +66,13 @@ class AttackModule(L.LightningModule):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.nan_check_every = nan_check_every
         self.val_accuracy, self.val_mse, self.val_ssim = MeanMetric(), MeanMetric(), MeanMetric()
-        if phase == "decoder":
-            self.classifier.requires_grad_(False)
+        self.world_size = 1  # processes training together; set by setup() under DDP
+        # Only the phase's networks learn (DDP also refuses parameters that get no gradient).
+        self.classifier.requires_grad_(phase != "decoder")
+        self.decoder.requires_grad_(phase != "classifier")
+
+    def setup(self, stage: str) -> None:
+        self.world_size = self.trainer.world_size
 
     @property
     def multilabel(self) -> bool:
@@ -74,10 +85,14 @@ class AttackModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         images, labels = self._images(batch[0]), batch[1]
         if self.augment:
-            # Seeded by position, not by a running RNG, so a resumed run draws the same copies.
+            # Seeded by position, not by a running RNG, so a resumed run draws the same copies;
+            # by the global batch number (see EpochSeededSampler), so w DDP processes draw the
+            # copies one process draws with accumulate_grad_batches=w.
             generator = torch.Generator(device=images.device)
-            generator.manual_seed(hash((self.seed, self.current_epoch, batch_idx, self.global_rank)) % 2**62)
-            images, labels = with_augmented_copies(images, labels, generator=generator)
+            global_batch = batch_idx * self.world_size + self.global_rank
+            generator.manual_seed(hash((self.seed, self.current_epoch, global_batch)) % 2**62)
+            with _float32(images.device):
+                images, labels = with_augmented_copies(images, labels, generator=generator)
         cfg = self.loss_config
         total = images.new_zeros(())
         if self.phase == "decoder":
@@ -88,25 +103,54 @@ class AttackModule(L.LightningModule):
             logits = self.classifier(images)
             if cfg.beta_c:
                 task = task_loss(logits, labels, self.pos_weight)
-                self.log("train/task_loss", task, on_step=False, on_epoch=True)
+                self.log("train/task_loss", task, on_step=False, on_epoch=True, sync_dist=True)
                 total = total + cfg.beta_c * task
             if cfg.beta_ent:
                 total = total + cfg.beta_ent * output_entropy(logits, self.multilabel)
         if self.phase != "classifier":
-            reconstruction = reconstruction_loss(
-                self.decoder(logits.float()), images,
-                alpha_huber=cfg.alpha_huber, alpha_ssim=cfg.alpha_ssim, huber_delta=cfg.huber_delta,
-            )
-            self.log("train/reconstruction_loss", reconstruction, on_step=False, on_epoch=True)
+            x_rec = self.decoder(logits.float())
+            with _float32(images.device):
+                reconstruction = reconstruction_loss(
+                    x_rec.float(), images,
+                    alpha_huber=cfg.alpha_huber, alpha_ssim=cfg.alpha_ssim, huber_delta=cfg.huber_delta,
+                )
+            # sync_dist on epoch metrics: one all-reduce per epoch, none per step.
+            self.log("train/reconstruction_loss", reconstruction, on_step=False, on_epoch=True, sync_dist=True)
             total = total + cfg.beta_r * reconstruction
-        # Checking finiteness synchronises with the device, so accelerators check periodically.
-        if batch_idx % self.nan_check_every == 0 and not torch.isfinite(total):
-            raise TrainingDiverged(
-                f"loss became {total.item()} at epoch {self.current_epoch}, batch {batch_idx}; "
-                "the last good checkpoint is kept; lower train.lr or check the data"
-            )
-        self.log("train/loss", total, on_step=False, on_epoch=True, prog_bar=True)
+        self._record_nonfinite(total, batch_idx)
+        if batch_idx % self.nan_check_every == 0:
+            self._stop_if_diverged()
+        self.log("train/loss", total, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         return total
+
+    def _record_nonfinite(self, total: torch.Tensor, batch_idx: int) -> None:
+        """Keep (batch, loss) of the first non-finite loss on the device: no synchronisation."""
+        current = torch.stack([total.new_full((), batch_idx, dtype=torch.float32), total.detach().float()])
+        first = getattr(self, "_first_nonfinite", None)
+        if first is None:
+            first = torch.tensor([-1.0, 0.0], device=total.device)
+        take = ~torch.isfinite(current[1]) & (first[0] < 0)
+        self._first_nonfinite = torch.where(take, current, first)
+
+    def _stop_if_diverged(self) -> None:
+        # Reading the record waits for the device, so accelerators read it every
+        # nan_check_every batches, and always before validation and the end of the epoch:
+        # no checkpoint is ever written after a non-finite loss.
+        first = getattr(self, "_first_nonfinite", None)
+        if first is None:
+            return
+        batch, value = first.tolist()
+        if batch >= 0:
+            raise TrainingDiverged(
+                f"loss became {value} at epoch {self.current_epoch}, batch {int(batch)}; training stopped and "
+                "the checkpoints of earlier epochs are kept; start a new run with a lower train.lr, or check the data"
+            )
+
+    def on_validation_epoch_start(self) -> None:
+        self._stop_if_diverged()
+
+    def on_train_epoch_end(self) -> None:
+        self._stop_if_diverged()
 
     def validation_step(self, batch, batch_idx):
         images, labels = self._images(batch[0]), batch[1]
@@ -120,10 +164,11 @@ class AttackModule(L.LightningModule):
         if self.phase != "classifier":
             x_rec = self.decoder(logits.float()).float()
             self.val_mse.update(((x_rec - images) ** 2).flatten(1).mean(dim=1))
-            self.val_ssim.update(
-                piq_ssim(x_rec, images, data_range=1.0, kernel_size=11, kernel_sigma=1.5,
-                         downsample=False, reduction="none")
-            )
+            with _float32(images.device):
+                self.val_ssim.update(
+                    piq_ssim(x_rec, images, data_range=1.0, kernel_size=11, kernel_sigma=1.5,
+                             downsample=False, reduction="none")
+                )
 
     def on_validation_epoch_end(self) -> None:
         zero = torch.zeros((), device=self.device)

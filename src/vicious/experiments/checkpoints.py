@@ -18,9 +18,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
+import vicious
 from vicious.experiments.files import atomic_write_bytes
 
 _METADATA_KEY = "vicious_structure"
+_VERSION_KEY = "vicious_version"
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+ / torch.save zip archives
 
 
@@ -73,8 +75,8 @@ def save_state(state: dict[str, Any], path: Path) -> None:
     """Write a nested state (tensors and plain values) atomically as safetensors."""
     tensors: dict[str, torch.Tensor] = {}
     structure = _flatten(state, tensors, "checkpoint")
-    data = save_safetensors_bytes(tensors, metadata={_METADATA_KEY: json.dumps(structure)})
-    atomic_write_bytes(Path(path), data)
+    metadata = {_METADATA_KEY: json.dumps(structure), _VERSION_KEY: vicious.__version__}
+    atomic_write_bytes(Path(path), save_safetensors_bytes(tensors, metadata=metadata))
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -98,10 +100,17 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    """Read what ``save_state`` wrote; refuses pickles and anything not safetensors."""
+    """Read what ``save_state`` wrote; refuses pickles, anything not safetensors, and
+    checkpoints of another vicious major.minor version (their state may not fit this code)."""
     tensors, metadata = _read_safetensors(path)
     if _METADATA_KEY not in metadata:
         raise UnsafeFileError(f"{path} is a safetensors file but not a vicious checkpoint (no training state)")
+    written = metadata.get(_VERSION_KEY, vicious.__version__)
+    if written.split(".")[:2] != vicious.__version__.split(".")[:2]:
+        raise ValueError(
+            f"{path} was written by vicious {written}, this is vicious {vicious.__version__}; "
+            "resume it with the version that wrote it, or start a new run"
+        )
     return _unflatten(json.loads(metadata[_METADATA_KEY]), tensors)
 
 
@@ -111,9 +120,20 @@ def save_weights(module: torch.nn.Module, path: Path, metadata: dict[str, str] |
     atomic_write_bytes(Path(path), save_safetensors_bytes(state, metadata=metadata))
 
 
-def load_weights(module: torch.nn.Module, path: Path) -> dict[str, str]:
-    """Load safetensors weights into ``module`` (strict); returns the file's metadata."""
+def load_weights(module: torch.nn.Module, path: Path, expect: dict[str, str] | None = None) -> dict[str, str]:
+    """Load safetensors weights into ``module`` (strict); returns the file's metadata.
+
+    ``expect``: metadata values the file must have where it records them (e.g. the
+    dataset it was trained on); a difference is refused, naming it.
+    """
     tensors, metadata = _read_safetensors(path)
+    differences = [f"{key} {metadata[key]!r} (expected {value!r})" for key, value in (expect or {}).items()
+                   if key in metadata and metadata[key] != value]
+    if differences:
+        raise ValueError(
+            f"{path} was trained for {', '.join(differences)}; "
+            "use weights trained for this dataset, or open the run they belong to"
+        )
     expected = module.state_dict()
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     if missing or unexpected:

@@ -67,7 +67,11 @@ class LossConfig(_Section):
 class TrainConfig(_Section):
     epochs: int = Field(10, ge=1, le=10_000)
     decoder_epochs: int | None = Field(None, ge=1, le=10_000, description="honest regime: post-hoc decoder epochs")
-    batch_size: int = Field(250, ge=1, le=65_536)
+    batch_size: int = Field(250, ge=1, le=65_536, description="per process: DDP on w devices steps on w x batch_size")
+    accumulate_grad_batches: int = Field(1, ge=1, le=1024, description="optimiser step every this many batches")
+    max_minutes: float | None = Field(
+        None, gt=0, description="stop each phase after this wall time (the best epoch so far is kept)"
+    )
     lr: float = Field(1e-3, gt=0, le=1.0)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int | Literal["auto"] = "auto"
@@ -76,6 +80,8 @@ class TrainConfig(_Section):
     precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
     channels_last: bool = False
     compile: bool = False
+    sync_batchnorm: bool = Field(False, description="DDP on GPUs: BatchNorm statistics over the global batch")
+    data_on_device: bool = Field(True, description="on a GPU, hold the images there and gather batches on it")
     eval_batch_size: int = Field(1000, ge=1, le=65_536)
     progress: bool = True
 

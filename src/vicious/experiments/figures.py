@@ -25,9 +25,9 @@ def reconstruction_grid(rows: Sequence[tuple[str, torch.Tensor]], *, dpi: int = 
             if c < len(images):
                 image = images[c].detach().float().clamp(0, 1).cpu()
                 if image.shape[0] == 1:
-                    ax.imshow(image[0], cmap="gray", vmin=0, vmax=1)
+                    ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
                 else:
-                    ax.imshow(image.permute(1, 2, 0))
+                    ax.imshow(image.permute(1, 2, 0).numpy())
         axes[r][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
     fig.tight_layout()
     return figure_png(fig, dpi=dpi)
@@ -38,3 +38,86 @@ def figure_png(fig, *, dpi: int = 110) -> bytes:
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
+
+
+# --- sweep reports: plain numbers in, PNG bytes out ----------------------------------------
+
+REGIME_COLOURS = {"honest": "tab:blue", "vicious": "tab:red", "autoencoder": "tab:gray"}
+OUTPUT_MARKERS = {"raw": "o", "softmax": "^"}
+
+
+def _colour(regime: str) -> str:
+    return REGIME_COLOURS.get(regime, "tab:green")
+
+
+def accuracy_risk_scatter(points: Sequence[dict], *, dpi: int = 110) -> bytes:
+    """Accuracy against R (principal, exact), one marker per run.
+
+    ``points``: dicts with ``accuracy``, ``r_principal``, ``r_exact`` (floats),
+    ``regime`` (colour) and ``output`` (marker: raw o, softmax ^).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, key, title in ((axes[0], "r_principal", "R principal"), (axes[1], "r_exact", "R exact")):
+        for regime in dict.fromkeys(p["regime"] for p in points):
+            for output, marker in OUTPUT_MARKERS.items():
+                chosen = [p for p in points if p["regime"] == regime and p["output"] == output]
+                if chosen:
+                    ax.scatter([p[key] for p in chosen], [p["accuracy"] for p in chosen], c=_colour(regime),
+                               marker=marker, s=36, alpha=0.8, edgecolors="white", linewidths=0.5,
+                               label=f"{regime}, {output}")
+        ax.axvline(1.0, color="black", lw=0.8, ls=":")  # r = 1: no better than the population mean
+        ax.set_xlabel(f"{title} (higher: more leakage)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy")
+    axes[0].legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return figure_png(fig, dpi=dpi)
+
+
+def risk_histograms(samples: dict[str, dict[str, Sequence[float]]], *, title: str = "", dpi: int = 110) -> bytes:
+    """Histograms of per-image r, regimes overlaid: ``samples[regime][variant]`` with variant exact/principal."""
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    for ax, variant in zip(axes, ("principal", "exact")):
+        pooled = np.concatenate([np.asarray(s[variant], dtype=float) for s in samples.values() if len(s[variant])]
+                                or [np.zeros(1)])
+        bins = np.linspace(pooled.min(), max(pooled.max(), pooled.min() + 1e-6), 41)
+        for regime, values in samples.items():
+            ax.hist(values[variant], bins=bins, histtype="step", lw=1.6, color=_colour(regime), label=regime)
+        ax.axvline(1.0, color="black", lw=0.8, ls=":")
+        ax.set_xlabel(f"per-image r, {variant}")
+        ax.set_ylabel("test images")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return figure_png(fig, dpi=dpi)
+
+
+def leakage_curves(points: Sequence[dict], *, dpi: int = 110) -> bytes:
+    """R principal and SSIM against K, one line per (regime, output).
+
+    ``points``: dicts with ``K``, ``regime``, ``output``, and ``r_principal``, ``ssim`` with
+    their ``*_std`` (None or float) — one point per dataset and K.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    ks = sorted({p["K"] for p in points})
+    for ax, key, title in ((axes[0], "r_principal", "R principal"), (axes[1], "ssim", "SSIM")):
+        for regime, output in dict.fromkeys((p["regime"], p["output"]) for p in points):
+            chosen = sorted((p for p in points if (p["regime"], p["output"]) == (regime, output)), key=lambda p: p["K"])
+            ax.errorbar([p["K"] for p in chosen], [p[key] for p in chosen],
+                        yerr=[p.get(f"{key}_std") or 0 for p in chosen], color=_colour(regime),
+                        marker=OUTPUT_MARKERS.get(output, "s"), ls="-" if output == "raw" else "--", capsize=3,
+                        label=f"{regime}, {output}")
+        if len(ks) > 1 and ks[-1] / ks[0] >= 4:
+            ax.set_xscale("log")
+        ax.set_xlabel("K (classes or attributes)")
+        ax.set_ylabel(title)
+        ax.grid(alpha=0.3)
+    if len(ks) == 1:
+        axes[0].set_title(f"all runs have K = {ks[0]}: no curve yet", fontsize=9)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return figure_png(fig, dpi=dpi)

@@ -31,7 +31,7 @@ PAPER_EPOCHS = {name: epochs for name, (_, _, epochs) in _DATASETS.items()}
 _SMALL = {
     "model": {"depth": 10, "width": 1},
     "data": {"train_limit": 10_000, "val_limit": 2_000, "test_limit": 2_000},
-    "train": {"epochs": 3, "batch_size": 250},
+    "train": {"epochs": 5, "batch_size": 64},
 }
 _REGIME_LOSS = {"honest": {}, "vicious": {}, "autoencoder": {"beta_c": 0.0}}
 
@@ -69,7 +69,7 @@ def _describe(dataset: str, regime: str, output: str, small: bool) -> str:
         "vicious": "F and G trained jointly (the attack)",
         "autoencoder": "F and G for reconstruction only (upper bound)",
     }[regime]
-    size = "WRN-10-1 on 10k images, 3 epochs (CPU)" if small else "paper settings"
+    size = "WRN-10-1, 10k images, 5 epochs of batch 64 (CPU)" if small else "paper settings"
     return f"{dataset}, {output} outputs: {what}; {size}"
 
 

@@ -32,17 +32,28 @@ DECODER_FILE = "decoder.safetensors"
 
 def environment_record(config: RunConfig) -> dict:
     """What a reader needs to reproduce or trust a result."""
-    cuda = torch.cuda.is_available()
+    import lightning
+
+    # The device training runs on: the GPU only where the config lets Lightning use it.
+    cuda = torch.cuda.is_available() and config.train.accelerator in ("auto", "gpu", "cuda")
     return {
         "seed": config.seed,
         "vicious": vicious.__version__,
         "python": sys.version.split()[0],
         "torch": torch.__version__,
+        "lightning": lightning.__version__,
         "platform": platform.platform(),
         "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",
         "cuda": torch.version.cuda if cuda else None,
         "cpu_threads": torch.get_num_threads(),
     }
+
+
+def weights_metadata(config: RunConfig, splits: DatasetSplits) -> dict[str, str]:
+    """What saved weights were trained for; ``open_run`` refuses weights that differ."""
+    info = splits.info
+    return {"dataset": info.name, "num_outputs": str(info.num_outputs), "channels": str(info.channels),
+            "image_size": str(config.data.image_size)}
 
 
 def load_splits(config: RunConfig) -> DatasetSplits:
@@ -92,6 +103,7 @@ def open_run(path: Path, splits: DatasetSplits | None = None) -> TrainedRun:
             raise ConfigError(f"{path} has no {name}: training did not finish; resume it with 'vicious train --resume'")
     splits = splits or load_splits(config)
     classifier, decoder = build_models(config, splits)
-    load_weights(classifier, path / CLASSIFIER_FILE)
-    load_weights(decoder, path / DECODER_FILE)
+    expect = weights_metadata(config, splits)
+    load_weights(classifier, path / CLASSIFIER_FILE, expect)
+    load_weights(decoder, path / DECODER_FILE, expect)
     return TrainedRun(path, config, splits, classifier.eval(), decoder.eval())

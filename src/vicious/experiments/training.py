@@ -14,6 +14,7 @@ kill restarts inside the phase that was running.
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from pathlib import Path
@@ -23,13 +24,13 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from vicious.attack.batches import make_loader
+from vicious.attack.batches import TensorDataModule
 from vicious.attack.lightning_module import AttackModule, Phase
 from vicious.experiments.checkpoints import SafetensorsCheckpointIO, load_state, load_weights, save_weights
 from vicious.experiments.config import ConfigError, RunConfig, load_config, save_config
 from vicious.experiments.files import atomic_write_json, check_writable
 from vicious.experiments.runs import (
-    CLASSIFIER_FILE, CONFIG_FILE, DECODER_FILE, build_models, environment_record, load_splits,
+    CLASSIFIER_FILE, CONFIG_FILE, DECODER_FILE, build_models, environment_record, load_splits, weights_metadata,
 )
 
 PHASES: dict[str, list[Phase]] = {
@@ -37,6 +38,21 @@ PHASES: dict[str, list[Phase]] = {
     "vicious": ["joint"],
     "autoencoder": ["joint"],
 }
+
+
+# Set by Lightning's launcher (LOCAL_RANK, NODE_RANK), torchrun (RANK, LOCAL_RANK, GROUP_RANK),
+# SLURM (SLURM_PROCID) and LSF (JSM_NAMESPACE_RANK).
+_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+
+
+def is_global_zero() -> bool:
+    """Whether this process is global rank 0, known before any Trainer exists.
+
+    Under DDP every process runs the whole command (Lightning's launcher re-runs it
+    with LOCAL_RANK set; torchrun and SLURM start them all), and only global rank 0
+    writes the run directory: the process whose every rank variable that is set is 0.
+    """
+    return all(os.environ.get(name, "0") == "0" for name in _RANK_VARIABLES)
 
 
 def _phase_weights(run_dir: Path, phase: Phase) -> Path:
@@ -47,7 +63,8 @@ def prepare_run_dir(config: RunConfig, run_dir: Path, *, resume: bool) -> RunCon
     """Create or reopen a run directory; refuses to mix two different runs in one."""
     run_dir = Path(run_dir)
     existing = run_dir / CONFIG_FILE
-    if existing.exists():
+    # A folder where no checkpoint was ever written (e.g. the data was not found) holds nothing to keep.
+    if existing.exists() and (run_dir / "checkpoints").exists():
         if not resume:
             raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
         saved = load_config(existing)
@@ -75,8 +92,10 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
 def train_run(config: RunConfig, run_dir: Path, *, resume: bool = False, splits=None) -> Path:
     """Train ``config`` into ``run_dir`` (see module docstring); returns ``run_dir``."""
     run_dir = Path(run_dir)
-    config = prepare_run_dir(config, run_dir, resume=resume)
-    atomic_write_json(run_dir / "environment.json", environment_record(config))
+    writer = is_global_zero()  # under DDP the other processes only train
+    if writer:
+        config = prepare_run_dir(config, run_dir, resume=resume)
+        atomic_write_json(run_dir / "environment.json", environment_record(config))
     L.seed_everything(config.seed, workers=True, verbose=False)
     splits = splits or load_splits(config)
     classifier, decoder = build_models(config, splits)
@@ -91,9 +110,17 @@ def train_run(config: RunConfig, run_dir: Path, *, resume: bool = False, splits=
         save_state_dict = {"classifier": classifier.state_dict(), "decoder": decoder.state_dict()}
         from vicious.experiments.checkpoints import save_state
 
-        save_state(save_state_dict, selected)
-    metadata = {"dataset": splits.info.name, "num_outputs": str(splits.info.num_outputs),
-                "channels": str(splits.info.channels), "image_size": str(config.data.image_size)}
+        if writer:
+            save_state(save_state_dict, selected)
+    if writer:
+        _write_results(config, run_dir, splits, classifier, decoder, summary, started)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # every process returns once the weights are on disk
+    return run_dir
+
+
+def _write_results(config, run_dir, splits, classifier, decoder, summary, started) -> None:
+    metadata = weights_metadata(config, splits)
     save_weights(classifier, run_dir / CLASSIFIER_FILE, metadata)
     save_weights(decoder, run_dir / DECODER_FILE, metadata)
     summary["train_seconds"] = round(time.perf_counter() - started, 2)
@@ -101,7 +128,25 @@ def train_run(config: RunConfig, run_dir: Path, *, resume: bool = False, splits=
     if previous.exists():  # keep what earlier sessions of a resumed run recorded
         summary["phases"] = {**json.loads(previous.read_text()).get("phases", {}), **summary["phases"]}
     atomic_write_json(previous, summary)
-    return run_dir
+
+
+class _MovableCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose state survives the run folder being moved or copied.
+
+    Lightning keeps absolute paths in its state and, when the folder changed, forgets
+    the best score so far: a run resumed elsewhere could then select another epoch.
+    """
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        old, new = state_dict.get("dirpath"), self.dirpath
+        if old and new and old != new:
+            def moved(value):
+                inside = isinstance(value, str) and (value == old or value.startswith(old + os.sep))
+                return new + value[len(old):] if inside else value
+
+            state_dict = {key: moved(value) for key, value in state_dict.items()}
+            state_dict["best_k_models"] = {moved(k): v for k, v in state_dict.get("best_k_models", {}).items()}
+        super().load_state_dict(state_dict)
 
 
 def _load_phase(path: Path, classifier: torch.nn.Module, decoder: torch.nn.Module) -> None:
@@ -121,26 +166,37 @@ def _fit_phase(config, run_dir, phase, splits, classifier, decoder, resume) -> d
     if train.channels_last:
         module = module.to(memory_format=torch.channels_last)
     checkpoint_dir = run_dir / "checkpoints" / phase
-    best = ModelCheckpoint(
+    best = _MovableCheckpoint(
         dirpath=checkpoint_dir, filename="best", monitor="val/score", mode="min", save_top_k=1,
         save_last=True, enable_version_counter=False,
     )
     trainer = L.Trainer(
-        max_epochs=epochs, accelerator=train.accelerator, devices=train.devices, num_nodes=train.num_nodes,
+        max_epochs=epochs, max_time=None if train.max_minutes is None else {"minutes": train.max_minutes},
+        accelerator=train.accelerator, devices=train.devices, num_nodes=train.num_nodes,
         strategy=train.strategy, precision=train.precision, plugins=[SafetensorsCheckpointIO()],
-        callbacks=[best], logger=CSVLogger(run_dir / "logs", name=phase, version=""),
+        accumulate_grad_batches=train.accumulate_grad_batches, sync_batchnorm=train.sync_batchnorm,
+        use_distributed_sampler=False,  # our samplers shard themselves (vicious.attack.batches)
+        callbacks=[best], logger=CSVLogger(run_dir / "logs", name=phase),  # version_N per session: resuming never overwrites logs
         enable_progress_bar=train.progress, enable_model_summary=False, deterministic=False,
         num_sanity_val_steps=0, default_root_dir=run_dir,
     )
-    train_loader = make_loader(splits.train.images, splits.train.labels, batch_size=train.batch_size,
-                               shuffle=True, seed=config.seed)
-    val_loader = make_loader(splits.val.images, splits.val.labels, batch_size=train.eval_batch_size, shuffle=False)
-    fit_module = torch.compile(module) if train.compile else module
+    data = TensorDataModule(splits.train, splits.val, batch_size=train.batch_size,
+                            eval_batch_size=train.eval_batch_size, seed=config.seed,
+                            data_on_device=train.data_on_device)
+    if train.compile:
+        # The networks, not the LightningModule (training_step never calls its forward);
+        # in place, so parameter names and checkpoints stay as they are.
+        classifier.compile()
+        decoder.compile()
     last = checkpoint_dir / "last.ckpt"
     with warnings.catch_warnings():
         # Lightning suggests DataLoader workers; the data is already in memory.
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        trainer.fit(fit_module, train_loader, val_loader, ckpt_path=last if resume and last.exists() else None)
+        # val/* come from torchmetrics, which all-reduces them itself.
+        warnings.filterwarnings("ignore", r".*self.log\('val/.*sync_dist=True.*")
+        warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
+        warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")
+        trainer.fit(module, datamodule=data, ckpt_path=last if resume and last.exists() else None)
     if best.best_model_path:
         state = load_state(Path(best.best_model_path))["state_dict"]
         module.load_state_dict(state)

@@ -21,9 +21,12 @@ per-fraction matrix is ever built: a whitening call costs one
 :math:`(N \times D)(D \times k)` product.
 
 Memory: accumulating needs one float64 :math:`D \times D` matrix (1.2 GB at
-:math:`D = 12288`, i.e. 64×64×3); the eigendecomposition needs a second plus
-the LAPACK/cuSOLVER workspace; afterwards only the :math:`D \times r` kept
-eigenvectors (:math:`r` = rank) are held.
+:math:`D = 12288`, i.e. 64×64×3), held column-major so that the
+eigendecomposition overwrites it with the eigenvectors; the only other
+:math:`D \times D` memory is LAPACK's divide-and-conquer workspace
+(:math:`2D^2`), so the peak is about 3.5 such matrices (measured at
+:math:`D = 3072`; 4.8 before). Afterwards only the :math:`D \times r` kept
+eigenvectors (:math:`r` = rank) are held, column-major.
 
 Reference: METHOD.md, "Measures", reconstruction risk R.
 """
@@ -88,6 +91,18 @@ def _as_batch(item: Any, index: int) -> torch.Tensor:
     check_finite(t, name)
     check_unit_range(t, name)
     return t
+
+
+def _reverse_columns_(matrix: torch.Tensor, block: int = 256) -> torch.Tensor:
+    """Reverse the order of ``matrix``'s columns in place (extra memory: rows × 2·block)."""
+    d = matrix.shape[1]
+    for start in range(0, d // 2, block):
+        stop = min(start + block, d // 2)
+        left, right = matrix[:, start:stop], matrix[:, d - stop : d - start]
+        left_before = left.clone()
+        left.copy_(right.flip(1))
+        right.copy_(left_before.flip(1))
+    return matrix
 
 
 def _iter_batches(images_or_batches: Any, batch_size: int) -> Iterable[torch.Tensor]:
@@ -221,15 +236,17 @@ class ImageStatistics:
                     f"all images must share (C, H, W)"
                 )
             xb = b.to(device=dev).to(torch.float64)
+            xb = xb.clone() if xb is b else xb  # below works in place, never on the caller's tensor
             if b.dtype == torch.uint8:
-                xb = xb / 255.0
+                xb.div_(255.0)
             xb = xb.clamp_(0.0, 1.0).reshape(xb.shape[0], -1)
             if ref is None:
                 d = xb.shape[1]
                 ref = xb.mean(dim=0)
                 total = torch.zeros(d, dtype=torch.float64, device=dev)
-                gram = torch.zeros(d, d, dtype=torch.float64, device=dev)
-            xb = xb - ref
+                # Column-major (a transposed view), LAPACK's layout: eigh overwrites it in place below.
+                gram = torch.zeros(d, d, dtype=torch.float64, device=dev).mT
+            xb.sub_(ref)
             total += xb.sum(dim=0)
             gram.addmm_(xb.T, xb)  # Σ_b X_bᵀ X_b, in place
             n += xb.shape[0]
@@ -244,21 +261,23 @@ class ImageStatistics:
         # Mahalanobis distances under the same Σ⁺, so it does not depend on the
         # normalisation (1/N vs 1/(N-1) scales both distances alike), and the
         # relative pinv cut-off is scale-free too.
+        # Everything in place from here: Σ is the only D×D matrix besides eigh's workspace.
         gram.div_(n)
-        gram.sub_(torch.outer(shifted_mean, shifted_mean))
+        gram.addr_(shifted_mean, shifted_mean, alpha=-1.0)
         mean = ref + shifted_mean
         del total, ref
 
-        evals, evecs = torch.linalg.eigh(gram)  # ascending
-        del gram
+        evals = torch.empty(d, dtype=torch.float64, device=dev)
+        torch.linalg.eigh(gram, out=(evals, gram))  # eigenvectors overwrite Σ; ascending
+        evecs = _reverse_columns_(gram)
         evals = evals.flip(0).clamp_min(0.0)
         if rtol is None:
             rtol = d * torch.finfo(torch.float64).eps
         lam_max = float(evals[0])
         rank = int((evals > rtol * lam_max).sum()) if lam_max > 0 else 0
-        # keep the top-`rank` eigenvectors, in decreasing order (a D×rank copy)
-        kept = evecs[:, d - rank :].flip(1).contiguous()
-        del evecs
+        # the top-`rank` eigenvectors, in decreasing order; a D×rank copy only if rank < D
+        kept = evecs[:, :rank] if rank == d else evecs[:, :rank].clone()
+        del evecs, gram
         return cls(mean=mean, eigenvalues=evals, eigenvectors=kept, count=n, shape=shape, rtol=float(rtol))
 
     # ----------------------------------------------------------- properties

@@ -1,0 +1,255 @@
+"""Training throughput of the vicious step: batched augmentation vs the per-image original.
+
+    python benchmarks/bench_training_throughput.py [--device cpu|cuda] [--models small [paper]]
+        [--batch 250] [--paper-batch N] [--channels 3] [--size 32] [--precision 32 [bf16]]
+        [--channels-last] [--compile] [--warmup 1] [--steps 2] [--rounds 3] [--json out.json]
+
+The vicious step is one optimiser step of AttackModule's ``joint`` phase, as training
+runs it: gather a batch of uint8 images from the dataset tensors (held on the device),
+convert, append one augmented copy per image, F and G forward, the objective,
+backward, Adam. Variants, measured side by side in one run:
+
+  ours        vicious.data.augment: the whole batch at once, on the device (what training uses)
+  reference   the original experiments' loop: torchvision's transforms image by image
+              (benchmarks/reference_augmentation.py) swapped in for the batched call;
+              everything else identical
+  none        no augmentation: the networks alone on half as many images (an upper bound)
+
+They are timed in turns (round-robin over --rounds rounds of --steps steps each, the
+median round reported), so a machine shared with other work slows them alike; the
+load average is recorded with the figures. Models: small = WRN-10-1 (the CPU presets),
+paper = WRN-28-5 (METHOD.md). images/s counts the batch's originals, so an epoch of N
+images takes N / (images/s) seconds; the networks process twice as many. FLOPs of one
+step (F and G, forward and backward, and the augmentation's convolutions) are counted
+once with torch.utils.flop_counter.FlopCounterMode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import vicious.attack.lightning_module as lightning_module  # noqa: E402
+from reference_augmentation import build_aug_set, reference_augment  # noqa: E402
+from torchvision import transforms as T  # noqa: E402
+from vicious.attack.batches import TensorImageDataset  # noqa: E402
+from vicious.attack.lightning_module import AttackModule  # noqa: E402
+from vicious.experiments.config import LossConfig  # noqa: E402
+from vicious.models import create_model  # noqa: E402
+
+MODELS = {"small": (10, 1), "paper": (28, 5)}  # (depth, width)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    augmentation: str = "ours"  # "ours" | "reference" | "none"
+    precision: str = "32"  # "32" | "bf16" (autocast around the forward pass, as Lightning's bf16-mixed)
+    channels_last: bool = False
+    compile: bool = False
+
+
+def environment(device: torch.device) -> dict:
+    """What a reader needs to weigh the figures: the machine and how busy it was."""
+    return {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def augmentation(kind: str, size: int):
+    """Swap the per-image reference in for the batched augmentation, for this block only."""
+    if kind != "reference":
+        yield
+        return
+    chooser = T.RandomChoice(build_aug_set(size))
+
+    def reference_copies(images, labels, generator=None):
+        return torch.cat([images, reference_augment(images, chooser)]), torch.cat([labels, labels])
+
+    original = lightning_module.with_augmented_copies
+    lightning_module.with_augmented_copies = reference_copies
+    try:
+        yield
+    finally:
+        lightning_module.with_augmented_copies = original
+
+
+def build_module(model: str, variant: Variant, *, channels: int, size: int, device: torch.device) -> AttackModule:
+    depth, width = MODELS[model]
+    torch.manual_seed(1)
+    classifier = create_model("wrn-classifier", depth=depth, width=width, in_channels=channels, num_outputs=10,
+                              mean=(0.5,) * channels, std=(0.25,) * channels)
+    decoder = create_model("wrn-decoder", depth=depth, width=width, out_channels=channels, num_inputs=10,
+                           image_size=size, input_form="raw", task="multiclass")
+    module = AttackModule(
+        classifier, decoder, phase="joint", loss=LossConfig(), lr=1e-3, seed=1,
+        augment=variant.augmentation != "none", channels_last=variant.channels_last,
+        nan_check_every=1 if device.type == "cpu" else 50,  # as training.py
+    ).to(device)
+    if variant.channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    if variant.compile:
+        classifier.compile()  # as training.py: the networks, in place
+        decoder.compile()
+    return module
+
+
+def make_step(module: AttackModule, dataset: TensorImageDataset, variant: Variant, batch: int,
+              device: torch.device, size: int):
+    """One training step (index -> None), on data already on the device."""
+    optimizer = module.configure_optimizers()
+    indices = torch.Generator().manual_seed(0)
+
+    def step(i: int) -> None:
+        images, labels = dataset.__getitems__(torch.randint(len(dataset), (batch,), generator=indices).tolist())
+        autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if variant.precision == "bf16"
+                    else contextlib.nullcontext())
+        with augmentation(variant.augmentation, size), autocast:
+            loss = module.training_step((images, labels), i)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def count_flops(step) -> int:
+    with FlopCounterMode(display=False) as counter:
+        step(0)
+    return int(counter.get_total_flops())
+
+
+def measure(model: str, variants: list[Variant], *, device: torch.device, batch: int, channels: int = 3,
+            size: int = 32, warmup: int = 1, steps: int = 2, rounds: int = 3, peak_flops: float | None = None,
+            log=print) -> list[dict]:
+    """Time ``variants`` of the vicious step in turns; one row per variant."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (max(4 * batch, 1000), channels, size, size), dtype=torch.uint8,
+                           generator=generator)
+    dataset = TensorImageDataset(images.to(device), (torch.arange(len(images)) % 10).to(device))
+    steps_by_variant, flops = {}, {}
+    for variant in variants:
+        module = build_module(model, variant, channels=channels, size=size, device=device)
+        step = make_step(module, dataset, variant, batch, device, size)
+        if not variant.compile:  # the compiled graph does the same arithmetic
+            flops[variant.augmentation] = count_flops(step)
+        started = time.perf_counter()
+        for i in range(warmup):
+            step(i)
+        synchronize(device)
+        log(f"  {model} {variant.name}: warm-up {time.perf_counter() - started:.1f} s")
+        steps_by_variant[variant] = step
+    seconds: dict[Variant, list[float]] = {v: [] for v in variants}
+    for _ in range(rounds):
+        for variant, step in steps_by_variant.items():
+            synchronize(device)
+            started = time.perf_counter()
+            for i in range(steps):
+                step(warmup + i)
+            synchronize(device)
+            seconds[variant].append((time.perf_counter() - started) / steps)
+    depth, width = MODELS[model]
+    reference = next((v for v in variants if v.augmentation == "reference"), None)
+    rows = []
+    for variant in variants:
+        per_step = statistics.median(seconds[variant])
+        step_flops = flops.get(variant.augmentation)
+        row = {
+            "model": f"WRN-{depth}-{width}", "batch": batch, "image": f"{size}x{size}x{channels}",
+            **asdict(variant), "ms_per_step": 1e3 * per_step, "images_per_s": batch / per_step,
+            "rounds_ms": [round(1e3 * s, 2) for s in seconds[variant]],
+            "speedup_vs_reference": statistics.median(seconds[reference]) / per_step if reference else None,
+            "flops_per_step": step_flops,
+            "tflops_per_s": step_flops / per_step / 1e12 if step_flops else None,
+        }
+        if peak_flops and step_flops:
+            row["fraction_of_peak"] = step_flops / per_step / peak_flops
+        rows.append(row)
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"{'model':<9} {'variant':<22} {'batch':>5} {'ms/step':>10} {'images/s':>9} {'x ref':>6} "
+          f"{'TFLOP/s':>8} {'of peak':>8}")
+    for r in rows:
+        speedup = f"{r['speedup_vs_reference']:.2f}" if r["speedup_vs_reference"] else "-"
+        tflops = f"{r['tflops_per_s']:.3f}" if r["tflops_per_s"] else "-"
+        peak = f"{r['fraction_of_peak']:.1%}" if r.get("fraction_of_peak") else "-"
+        print(f"{r['model']:<9} {r['name']:<22} {r['batch']:>5} {r['ms_per_step']:>10.1f} "
+              f"{r['images_per_s']:>9.1f} {speedup:>6} {tflops:>8} {peak:>8}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=None,
+                        help="default: small, plus paper on a GPU")
+    parser.add_argument("--batch", type=int, default=250)
+    parser.add_argument("--paper-batch", type=int, default=None,
+                        help="batch for the paper-size model (default: --batch on a GPU, 16 on a CPU)")
+    parser.add_argument("--channels", type=int, default=3)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--precision", nargs="+", choices=["32", "bf16"], default=["32"])
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=None, help="steps per round (default 2 on CPU, 10 on GPU)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    on_gpu = device.type == "cuda"
+    models = args.models or (["small", "paper"] if on_gpu else ["small"])
+    steps = args.steps or (10 if on_gpu else 2)
+    result = {"benchmark": "training_throughput", "environment_before": environment(device), "rows": []}
+    for model in models:
+        batch = args.batch if model == "small" else (args.paper_batch or (args.batch if on_gpu else 16))
+        variants = []
+        for precision in args.precision:
+            suffix = "" if precision == "32" else " bf16"
+            for kind in ("ours", "reference", "none"):
+                variants.append(Variant(f"{kind}{suffix}", kind, precision, args.channels_last, args.compile))
+        print(f"{model}: batch {batch}, {len(variants)} variants, {args.rounds} rounds of {steps} steps", flush=True)
+        result["rows"] += measure(model, variants, device=device, batch=batch, channels=args.channels,
+                                  size=args.size, warmup=args.warmup, steps=steps, rounds=args.rounds)
+    result["environment_after"] = environment(device)
+    env = result["environment_before"]
+    print(f"\n{env['device_name']} ({env['device']}), torch {env['torch']}, {env['torch_threads']} threads, "
+          f"load average {env['load_average']} -> {result['environment_after']['load_average']}")
+    print_table(result["rows"])
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Excess leakage: what the outputs give away beyond the predicted label.
+
+The user splits their own images in two, and on the first part trains two shadow
+decoders of the same size with the same budget:
+
+* from *labels*: the one-hot predicted class (multilabel: the binarised attributes);
+* from *outputs*: the same one-hot plus the standardised log-odds and probabilities.
+
+Both are measured on the second part with the reconstruction risk R on the
+principal subspace (METHOD.md; pixel statistics of the user's first part, or of
+the images given to :meth:`ExcessLeakage.fit`) and with PSNR. The outputs decoder
+sees everything the labels decoder sees, so the gap is what the outputs carry
+beyond the task. An honest classifier leaks little beyond its labels; a vicious
+one, trained so that a decoder can invert it, leaks much more.
+
+Sub-scores (higher = more suspicious): ``r_gap`` = R(outputs) - R(labels),
+``r_ratio`` = R(outputs) / R(labels) - 1, ``psnr_gap`` = PSNR(outputs) - PSNR(labels)
+in dB (the paper's PSNR of the mean MSE), and ``r_outputs`` = R(outputs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vicious.defences.black_box import BlackBox
+from vicious.defences.detector import Detector, check_images
+from vicious.defences.outputs import label_features, log_odds, probabilities
+from vicious.defences.shadow import ShadowDecoder, decode, fit_decoder
+from vicious.metrics import ImageStatistics, mse, psnr_from_mse, reconstruction_risk
+
+
+@dataclass
+class LeakageAssessment:
+    """Scores, the raw measurements behind them, and example reconstructions.
+
+    examples: ``"images"``, ``"from_labels"``, ``"from_outputs"``: the first images of
+    the held-out part, (n, C, S, S) in [0, 1].
+    """
+
+    scores: dict[str, float]
+    details: dict[str, float]
+    examples: dict[str, torch.Tensor]
+
+
+def output_features(outputs: torch.Tensor, form, task) -> torch.Tensor:
+    """(N, 2K) log-odds and probabilities, not yet standardised."""
+    return torch.cat([log_odds(outputs, form, task), probabilities(outputs, form, task)], dim=1)
+
+
+def standardise(train: torch.Tensor, other: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both sets scaled by the first's per-column mean and std (constant columns left at 0)."""
+    mean, std = train.mean(dim=0), train.std(dim=0)
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))
+    return (train - mean) / std, (other - mean) / std
+
+
+class ExcessLeakage(Detector):
+    name = "excess_leakage"
+    primary = "r_gap"
+    description = "shadow decoders on the outputs vs on the labels alone: the gap in R principal and PSNR"
+
+    def __init__(
+        self, *, eval_fraction: float = 0.25, epochs: int = 30, hidden: int = 512, batch_size: int = 128,
+        lr: float = 1e-3, variance_fraction: float = 0.9, num_examples: int = 8, seed: int = 0,
+    ) -> None:
+        if not 0 < eval_fraction < 1:
+            raise ValueError(f"eval_fraction must lie in (0, 1), got {eval_fraction}")
+        self.eval_fraction, self.epochs, self.hidden = eval_fraction, epochs, hidden
+        self.batch_size, self.lr, self.variance_fraction = batch_size, lr, variance_fraction
+        self.num_examples, self.seed = num_examples, seed
+        self.statistics: ImageStatistics | None = None
+
+    def fit(self, images: torch.Tensor) -> ExcessLeakage:
+        """Pixel statistics for R from reference (e.g. public training) images (N, C, S, S)."""
+        self.statistics = ImageStatistics.fit(images)
+        return self
+
+    def scores(self, classifier: BlackBox, images: torch.Tensor, outputs: torch.Tensor | None = None) -> dict[str, float]:
+        return self.assess(classifier, images, outputs).scores
+
+    def assess(self, classifier: BlackBox, images: torch.Tensor, outputs: torch.Tensor | None = None) -> LeakageAssessment:
+        images = check_images(images, classifier, minimum=8)
+        outputs = classifier(images) if outputs is None else outputs
+        n_eval = max(2, round(len(images) * self.eval_fraction))
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
+        train, held_out = order[n_eval:], order[:n_eval]
+        statistics = self.statistics or ImageStatistics.fit(images[train])
+        labels = label_features(outputs, classifier.form, classifier.task)
+        extra_train, extra_eval = standardise(*(output_features(outputs, classifier.form, classifier.task)[i] for i in (train, held_out)))
+        features = {
+            "labels": (labels[train], labels[held_out]),
+            "outputs": (torch.cat([labels[train], extra_train], 1), torch.cat([labels[held_out], extra_eval], 1)),
+        }
+        target, details, examples = images[held_out], {}, {"images": images[held_out][: self.num_examples]}
+        for name, (fit_on, measure_on) in features.items():
+            with torch.random.fork_rng():  # same initialisation stream for both decoders
+                torch.manual_seed(self.seed)
+                decoder = ShadowDecoder(fit_on.shape[1], classifier.input_shape, self.hidden)
+            fit_decoder(decoder, fit_on, images[train], epochs=self.epochs, batch_size=self.batch_size,
+                        lr=self.lr, seed=self.seed)
+            reconstructions = decode(decoder, measure_on)
+            risk = reconstruction_risk(target, reconstructions, statistics, variant="principal",
+                                       variance_fraction=self.variance_fraction)
+            details[f"r_{name}"] = float(risk.mean())
+            details[f"psnr_{name}"] = float(psnr_from_mse(mse(target, reconstructions).mean()))
+            examples[f"from_{name}"] = reconstructions[: self.num_examples]
+        details.update(num_train=len(train), num_eval=n_eval)
+        scores = {
+            "r_gap": details["r_outputs"] - details["r_labels"],
+            "r_ratio": details["r_outputs"] / details["r_labels"] - 1,
+            "psnr_gap": details["psnr_outputs"] - details["psnr_labels"],
+            "r_outputs": details["r_outputs"],
+        }
+        return LeakageAssessment(scores, details, examples)

@@ -1,0 +1,85 @@
+"""The detector suite: one set of settings, every detector, one pass of scoring.
+
+The audit, the calibration and the detector benchmark all score classifiers
+through :func:`score_classifier`, so a calibration's thresholds apply to exactly
+the scores an audit computes. The settings are saved with every calibration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from vicious.defences.black_box import BlackBox
+from vicious.defences.detector import Detector, check_images
+from vicious.defences.excess_leakage import ExcessLeakage, LeakageAssessment
+from vicious.defences.output_statistics import OutputStatistics
+from vicious.defences.sensitivity import Sensitivity
+
+
+class SuiteSettings(BaseModel):
+    """How the detectors look at a classifier (saved in every calibration)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    num_images: int = Field(3000, ge=16, description="user images (the dataset's test split, a seeded subset)")
+    seed: int = Field(0, ge=0)
+    sensitivity_images: int = Field(500, ge=2, description="images perturbed by the sensitivity detector")
+    noise_sigma: float = Field(0.03, gt=0, le=0.5)
+    blur_sigma: float = Field(0.5, gt=0, le=3)
+    shadow_epochs: int = Field(30, ge=1, le=1000)
+    shadow_hidden: int = Field(512, ge=8, le=8192)
+    eval_fraction: float = Field(0.25, gt=0, lt=1, description="held-out share of the user images for the shadow decoders")
+    variance_fraction: float = Field(0.9, gt=0, le=1, description="R principal: variance held by the subspace")
+
+
+def build_detectors(settings: SuiteSettings) -> list[Detector]:
+    return [
+        OutputStatistics(),
+        Sensitivity(num_images=settings.sensitivity_images, noise_sigma=settings.noise_sigma,
+                    blur_sigma=settings.blur_sigma, seed=settings.seed),
+        ExcessLeakage(eval_fraction=settings.eval_fraction, epochs=settings.shadow_epochs, hidden=settings.shadow_hidden,
+                      variance_fraction=settings.variance_fraction, seed=settings.seed),
+    ]
+
+
+PRIMARY = {d.name: d.primary for d in build_detectors(SuiteSettings())}
+
+
+@dataclass
+class SuiteResult:
+    """scores[detector][sub-score]; leakage: the excess-leakage evidence; accuracy when labels were given."""
+
+    scores: dict[str, dict[str, float]]
+    leakage: LeakageAssessment
+    outputs: torch.Tensor
+    accuracy: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    def primary(self) -> dict[str, float]:
+        return {name: values[PRIMARY[name]] for name, values in self.scores.items()}
+
+
+def score_classifier(
+    classifier: BlackBox, images: torch.Tensor, settings: SuiteSettings, labels: torch.Tensor | None = None
+) -> SuiteResult:
+    """Every detector's sub-scores for ``classifier`` on the user's ``images`` (N, C, S, S) in [0, 1]."""
+    images = check_images(images, classifier, minimum=16)
+    outputs = classifier(images)
+    scores: dict[str, dict[str, float]] = {}
+    leakage = None
+    for detector in build_detectors(settings):
+        if isinstance(detector, ExcessLeakage):
+            leakage = detector.assess(classifier, images, outputs)
+            scores[detector.name] = leakage.scores
+        else:
+            scores[detector.name] = detector.scores(classifier, images, outputs)
+    accuracy = None
+    if labels is not None and classifier.task == "multiclass":
+        accuracy = float((outputs.argmax(dim=1) == labels).float().mean())
+    elif labels is not None:
+        threshold = 0.5 if classifier.form == "probabilities" else 0.0
+        accuracy = float(((outputs > threshold).float() == labels).float().mean())
+    return SuiteResult(scores, leakage, outputs, accuracy)

@@ -1,0 +1,113 @@
+"""A config, checkpoint or weights file from another version, another dataset or
+another config is refused, and the message names the difference."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from safetensors.torch import load_file, save_file
+
+import vicious
+from vicious.cli import main
+from vicious.models import create_model
+
+TRAIN = ["train", "--preset", "fashion-mnist-vicious-small"]
+TINY = ["--set", "data.train_limit=50", "--set", "data.val_limit=50", "--set", "data.test_limit=50",
+        "--set", "train.epochs=1", "--set", "train.batch_size=50", "--set", "train.progress=false",
+        "--set", "data.augment=false", "--set", "train.accelerator=cpu"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("versions") / "run"
+    assert main([*TRAIN, *TINY, "--out", str(out), "--no-evaluate"]) == 0
+    return out
+
+
+@pytest.fixture
+def copy(run, tmp_path):
+    """A private copy of the finished run, to tamper with."""
+    target = tmp_path / "run"
+    for path in run.rglob("*"):
+        if path.is_file():
+            (target / path.relative_to(run)).parent.mkdir(parents=True, exist_ok=True)
+            (target / path.relative_to(run)).write_bytes(path.read_bytes())
+    return target
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("vicious: error: ") and err.count("\n") == 1, err
+    return err
+
+
+def _interrupted(run):
+    """Make a finished run look killed during its only phase (its last.ckpt is kept)."""
+    for name in ("classifier.safetensors", "decoder.safetensors", "checkpoints/joint/selected.safetensors"):
+        (run / name).unlink()
+
+
+def test_a_config_from_another_version_is_refused_naming_both(copy, capsys):
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    config["version"] = "9.9.0"
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    for argv in (["evaluate", str(copy)], ["train", "--out", str(copy), "--resume"]):
+        assert main(argv) == 2
+        err = _error(capsys)
+        assert "written by vicious 9.9.0" in err and f"this is {vicious.__version__}" in err
+
+
+def test_a_checkpoint_from_another_version_is_refused_naming_both(copy, capsys):
+    _interrupted(copy)
+    last = copy / "checkpoints" / "joint" / "last.ckpt"
+    from safetensors import safe_open
+
+    with safe_open(last, "pt") as f:
+        metadata = f.metadata()
+    assert metadata["vicious_version"] == vicious.__version__
+    save_file(load_file(last), last, metadata={**metadata, "vicious_version": "0.0.7"})
+    assert main(["train", "--out", str(copy), "--resume", "--no-evaluate"]) == 2
+    err = _error(capsys)
+    assert "last.ckpt was written by vicious 0.0.7" in err and f"this is vicious {vicious.__version__}" in err
+
+
+def test_weights_of_another_dataset_are_refused_naming_it(copy, capsys):
+    # Same shapes (MNIST and Fashion-MNIST are both 1×32×32 with 10 classes):
+    # only the recorded dataset tells them apart.
+    path = copy / "classifier.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        metadata = f.metadata()
+    assert metadata == {"dataset": "fashion-mnist", "num_outputs": "10", "channels": "1", "image_size": "32"}
+    save_file(load_file(path), path, metadata={**metadata, "dataset": "mnist"})
+    assert main(["evaluate", str(copy)]) == 2
+    err = _error(capsys)
+    assert "classifier.safetensors was trained for dataset 'mnist' (expected 'fashion-mnist')" in err
+
+
+def test_weights_for_another_number_of_classes_are_refused_naming_it(copy, capsys):
+    # A CIFAR-100-sized decoder (K = 100) dropped into a Fashion-MNIST run (K = 10).
+    decoder = create_model("wrn-decoder", depth=10, width=1, out_channels=3, num_inputs=100)
+    save_file({k: v.contiguous() for k, v in decoder.state_dict().items()}, copy / "decoder.safetensors",
+              metadata={"dataset": "cifar100", "num_outputs": "100", "channels": "3", "image_size": "32"})
+    assert main(["evaluate", str(copy)]) == 2
+    err = _error(capsys)
+    assert "dataset 'cifar100' (expected 'fashion-mnist'), num_outputs '100' (expected '10')" in err
+    assert "channels '3' (expected '1')" in err
+
+
+def test_resume_with_another_config_names_the_differences(copy, capsys):
+    _interrupted(copy)
+    argv = [*TRAIN, *TINY, "--set", "train.lr=0.01", "--set", "seed=7", "--out", str(copy), "--resume"]
+    assert main(argv) == 2
+    err = _error(capsys)
+    assert "--resume with a different config" in err
+    assert "seed: saved 1, given 7" in err and "train.lr: saved 0.001, given 0.01" in err
+    # Where the data lives and the progress display may change between sessions.
+    assert main([*TRAIN, *TINY, "--set", "train.progress=true", "--data-root", "/usr/share/datasets/fashion-mnist",
+                 "--out", str(copy), "--resume", "--no-evaluate"]) in (0, 2)
+    assert "different config" not in capsys.readouterr().err
+    assert json.loads((copy / "training.json").read_text())["phases"]

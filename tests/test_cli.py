@@ -1,0 +1,72 @@
+"""End to end through the command line, with tiny models and data."""
+
+import json
+
+import pytest
+
+from vicious.cli import main
+
+TINY = ["--set", "data.train_limit=300", "--set", "data.val_limit=100", "--set", "data.test_limit=100",
+        "--set", "train.epochs=1", "--set", "train.batch_size=100", "--set", "model.depth=10"]
+
+
+def test_demo_writes_metrics_picture_and_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quiet", *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert "honest" in printed and "vicious" in printed and "R principal" in printed
+    for regime in ("honest", "vicious"):
+        metrics = json.loads((out / regime / "metrics.json").read_text())
+        assert metrics["regime"] == regime and metrics["dataset"] == "fashion-mnist" and metrics["output"] == "raw"
+        assert 0 <= metrics["accuracy"] <= 1 and 0 < metrics["mse"] < 1 and -1 <= metrics["ssim"] <= 1
+        # PSNR of the set's mean MSE, independently recomputed.
+        assert metrics["psnr"] == pytest.approx(-10 * __import__("math").log10(metrics["mse"]), rel=1e-6)
+        for variant in ("exact", "principal"):
+            risk = metrics["risk"][variant]
+            assert {"mean", "median", "frac_above_one"} <= set(risk) and 0 <= risk["frac_above_one"] <= 1
+    assert (out / "reconstructions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (out / "report.html").read_text()
+    assert "<table>" in page and "data:image/png;base64," in page and "vicious" in page
+
+
+def test_train_then_evaluate_an_autoencoder(tmp_path, capsys):
+    run = tmp_path / "ae"
+    args = ["train", "--preset", "fashion-mnist-autoencoder-softmax-small", "--out", str(run), *TINY,
+            "--set", "train.progress=false"]
+    assert main(args) == 0
+    assert "autoencoder on fashion-mnist (softmax outputs)" in capsys.readouterr().out
+    assert main(["evaluate", str(run)]) == 0
+    config = (run / "config.yaml").read_text()
+    assert "regime: autoencoder" in config and "preset: fashion-mnist-autoencoder-softmax-small" in config
+    environment = json.loads((run / "environment.json").read_text())
+    assert {"seed", "python", "torch", "vicious", "device"} <= set(environment)
+    # A second run into the same folder is refused rather than mixing two runs.
+    assert main(args) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "--preset", "nope", "--out", "x"], "unknown preset 'nope'"),
+        (["train", "--preset", "fashion-mnist-vicious-small", "--set", "train.epoch=2", "--out", "x"],
+         "unknown config key 'train.epoch'"),
+        (["train", "--preset", "fashion-mnist-vicious-small", "--set", "train.epochs=two", "--out", "x"],
+         "train.epochs: Input should be a valid integer"),
+        (["train", "--preset", "fashion-mnist-vicious-small", "--data-root", "/no/such/folder", "--out", "x"],
+         "/no/such/folder"),
+        (["evaluate", "/no/such/run"], "not a run directory"),
+    ],
+)
+def test_bad_input_is_one_clear_error(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vicious: error: ") and message in err
+
+
+def test_presets_lists_dataset_model_and_regime(capsys):
+    assert main(["presets", "cifar100-*-small"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 + 3 * 2
+    assert all("cifar100" in line and "WRN-10-1" in line for line in lines[1:])
