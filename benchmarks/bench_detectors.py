@@ -7,7 +7,7 @@ looking), scores each with every detector of the suite on its own user images
 (the test split), and prints, for every sub-score, the ROC AUC and the true-positive
 rate at 5 % false positives, honest vs vicious and honest vs adaptive.
 
-    nice -n 10 python benchmarks/bench_detectors.py --out /tmp/bench-detectors
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_detectors.py --out /tmp/bench-detectors
 
 Trained runs are kept in --out and reused when the script runs again.
 """
@@ -15,45 +15,36 @@ Trained runs are kept in --out and reused when the script runs again.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 import warnings
 from pathlib import Path
 
+import torch
+
 from vicious.data import load_dataset
 from vicious.defences import SuiteSettings, open_classifier, roc_auc, score_classifier, tpr_at_fpr
+from vicious.defences.calibration import REFERENCE_EPOCHS, REFERENCE_IMAGES, reference_config
+from vicious.defences.release_evaluation import reconstruction_measures
 from vicious.defences.suite import PRIMARY
-from vicious.experiments.config import apply_overrides
 from vicious.experiments.files import atomic_write_json
-from vicious.experiments.presets import get_preset
-from vicious.experiments.runs import load_splits
+from vicious.experiments.runs import load_splits, open_run
 from vicious.experiments.training import train_run
+from vicious.metrics import ImageStatistics
 
-# (name, regime, output form, seed, beta_R, beta_ent)
+# (name, regime, output form, seed, beta_R, beta_ent); honest runs ignore beta_R in F's training.
 POPULATION = [
-    ("honest-1", "honest", "raw", 1, 3.0, 0.0),
-    ("honest-2", "honest", "softmax", 2, 3.0, 0.0),
-    ("honest-3", "honest", "raw", 3, 3.0, 0.0),
-    ("honest-4", "honest", "softmax", 4, 3.0, 0.0),
-    ("honest-5", "honest", "raw", 5, 3.0, 0.0),
+    *[(f"honest-{i}", "honest", ("raw", "softmax")[i % 2], i, 3.0, 0.0) for i in range(1, 7)],
     ("vicious-1", "vicious", "raw", 11, 1.0, 0.0),
     ("vicious-2", "vicious", "softmax", 12, 1.0, 0.0),
-    ("vicious-3", "vicious", "raw", 13, 3.0, 0.0),
-    ("vicious-4", "vicious", "softmax", 14, 3.0, 0.0),
+    ("vicious-3", "vicious", "raw", 13, 2.0, 0.0),
+    ("vicious-4", "vicious", "softmax", 14, 2.0, 0.0),
+    ("vicious-5", "vicious", "raw", 15, 3.0, 0.0),
+    ("vicious-6", "vicious", "softmax", 16, 3.0, 0.0),
     ("adaptive-1", "vicious", "raw", 21, 3.0, 1.0),
     ("adaptive-2", "vicious", "softmax", 22, 3.0, 1.0),
+    ("adaptive-3", "vicious", "raw", 23, 3.0, 3.0),
 ]
-
-
-def population_config(regime: str, output: str, seed: int, beta_r: float, beta_ent: float, args):
-    name = f"fashion-mnist-{regime}" + ("-softmax" if output == "softmax" else "") + "-small"
-    return apply_overrides(get_preset(name), {
-        "seed": seed, "loss.beta_r": beta_r, "loss.beta_ent": beta_ent,
-        "data.train_limit": args.train_limit, "data.val_limit": 500, "data.test_limit": 500,
-        "data.augment": False, "train.epochs": args.epochs, "train.decoder_epochs": 1,
-        "train.batch_size": 64, "train.progress": False, "train.accelerator": "cpu",
-    })
 
 
 def kind(name: str) -> str:
@@ -64,47 +55,65 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="/tmp/bench-detectors", help="run directories (reused) and results")
     parser.add_argument("--json", help="results file (default: OUT/bench_detectors.json)")
-    parser.add_argument("--train-limit", type=int, default=4000)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--num-images", type=int, default=2000, help="user images per audit")
+    parser.add_argument("--image-size", type=int, default=16, help="side of the images (16 keeps the population CPU-sized)")
+    parser.add_argument("--train-limit", type=int, default=REFERENCE_IMAGES, help="training images per model")
+    parser.add_argument("--epochs", type=int, default=REFERENCE_EPOCHS, help="epochs per model")
+    parser.add_argument("--num-images", type=int, default=2000, help="user images per audit (test split)")
     parser.add_argument("--shadow-epochs", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy shared CPU)")
     parser.add_argument("--only", nargs="*", help="names of the population to use (default: all)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     out = Path(args.out)
-    settings = SuiteSettings(num_images=args.num_images, sensitivity_images=400, shadow_epochs=args.shadow_epochs)
-    splits = load_dataset("fashion-mnist")
+    settings = SuiteSettings(num_images=args.num_images, sensitivity_images=400, shadow_epochs=args.shadow_epochs,
+                             shadow_hidden=256 if args.image_size <= 16 else 512)
+    splits = load_dataset("fashion-mnist", image_size=args.image_size)
     user = splits.test.subset(settings.num_images, seed=settings.seed)
     images, labels = user.float_images(), user.labels
+    statistics = ImageStatistics.fit(splits.train.subset(10_000, seed=0).float_images())
     started = time.perf_counter()
     rows = []
     for name, regime, output, seed, beta_r, beta_ent in POPULATION:
         if args.only and name not in args.only:
             continue
-        config = population_config(regime, output, seed, beta_r, beta_ent, args)
+        config = reference_config("fashion-mnist", seed, train_limit=args.train_limit, epochs=args.epochs,
+                                  image_size=args.image_size, regime=regime, output=output,
+                                  overrides={"loss.beta_r": beta_r, "loss.beta_ent": beta_ent, "train.accelerator": "cpu"})
         run_dir = out / name
         t0 = time.perf_counter()
         if not (run_dir / "classifier.safetensors").exists():
             train_run(config, run_dir, resume=(run_dir / "config.yaml").exists(), splits=load_splits(config))
         t1 = time.perf_counter()
-        box = open_classifier(run_dir, splits.info)  # softmax runs release probabilities
+        box = open_classifier(run_dir, splits.info, args.image_size)  # softmax runs release probabilities
         result = score_classifier(box, images, settings, labels)
+        server = server_risk(run_dir, images[:500], statistics)
         t2 = time.perf_counter()
         rows.append({"name": name, "kind": kind(name), "regime": regime, "output": output, "seed": seed,
-                     "beta_r": beta_r, "beta_ent": beta_ent, "accuracy": result.accuracy,
+                     "beta_r": beta_r, "beta_ent": beta_ent, "accuracy": result.accuracy, "server": server,
                      "scores": result.scores, "leakage": result.leakage.details,
                      "train_seconds": round(t1 - t0, 1), "score_seconds": round(t2 - t1, 1)})
         primary = "  ".join(f"{d}={v:.3f}" for d, v in result.primary().items())
-        print(f"{name:11} acc {result.accuracy:.3f}  {primary}  (train {t1 - t0:.0f}s, score {t2 - t1:.0f}s)", flush=True)
+        print(f"{name:11} acc {result.accuracy:.3f}  server R {server['r_principal']:.3f}  {primary}  "
+              f"(train {t1 - t0:.0f}s, score {t2 - t1:.0f}s)", flush=True)
 
     separation = evaluate(rows)
     print_tables(rows, separation)
-    results = {"settings": settings.model_dump(), "train_limit": args.train_limit, "epochs": args.epochs,
-               "models": rows, "separation": separation, "seconds": round(time.perf_counter() - started, 1)}
+    results = {"settings": settings.model_dump(), "image_size": args.image_size, "train_limit": args.train_limit,
+               "epochs": args.epochs, "models": rows, "separation": separation,
+               "seconds": round(time.perf_counter() - started, 1)}
     path = Path(args.json) if args.json else out / "bench_detectors.json"
     atomic_write_json(path, results)
     print(f"\nresults: {path}  ({results['seconds']:.0f} s)")
+
+
+def server_risk(run_dir: Path, images: torch.Tensor, statistics: ImageStatistics) -> dict[str, float]:
+    """What the server's own decoder (vicious: trained jointly; honest: post-hoc) recovers."""
+    run = open_run(run_dir)
+    with torch.no_grad():
+        reconstructions = run.decoder(run.classifier(images))
+    return reconstruction_measures(images, reconstructions, statistics)
 
 
 def evaluate(rows: list[dict]) -> dict:
@@ -135,11 +144,14 @@ def print_tables(rows: list[dict], separation: dict) -> None:
             cells += [f"{e['auc']:8.3f}", f"{e['tpr_at_5_fpr']:7.2f}"] if e else [f"{'-':>8}", f"{'-':>7}"]
         print(f"{key + (' *' if entry['primary'] else ''):40} {' '.join(cells)}")
     print("\nPer model (excess leakage details)")
-    print(f"{'model':11} {'output':8} {'beta_R':>6} {'beta_ent':>8} {'acc':>6} {'R out':>7} {'R lab':>7} {'PSNR out':>9} {'PSNR lab':>9}")
+    print("(server R: the run's own decoder, R principal on 500 test images; shadow: the user's decoders)")
+    print(f"{'model':11} {'output':8} {'beta_R':>6} {'beta_ent':>8} {'acc':>6} {'server R':>8} "
+          f"{'shadow R out':>12} {'shadow R lab':>12} {'PSNR out':>9} {'PSNR lab':>9}")
     for r in rows:
         d = r["leakage"]
-        print(f"{r['name']:11} {r['output']:8} {r['beta_r']:6.1f} {r['beta_ent']:8.1f} {r['accuracy']:6.3f} "
-              f"{d['r_outputs']:7.3f} {d['r_labels']:7.3f} {d['psnr_outputs']:9.2f} {d['psnr_labels']:9.2f}")
+        print(f"{r['name']:11} {r['output']:8} {r['beta_r'] if r['regime'] != 'honest' else 0:6.1f} {r['beta_ent']:8.1f} "
+              f"{r['accuracy']:6.3f} {r['server']['r_principal']:8.3f} {d['r_outputs']:12.3f} {d['r_labels']:12.3f} "
+              f"{d['psnr_outputs']:9.2f} {d['psnr_labels']:9.2f}")
 
 
 if __name__ == "__main__":

@@ -30,12 +30,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import threading
+
 import torch
 import torch.nn.functional as nnf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_training_throughput import environment  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
 def synthetic_images(n: int, channels: int, size: int, seed: int, chunk: int = 2000) -> torch.Tensor:
@@ -55,19 +56,44 @@ def synthetic_images(n: int, channels: int, size: int, seed: int, chunk: int = 2
     return out
 
 
-def _peak_start(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        return torch.cuda.memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB -> MB (Linux)
+class PeakMemory:
+    """Peak memory above the starting point, in MB, of the block it wraps.
 
+    GPU: torch.cuda.max_memory_allocated. CPU: the resident set size, sampled every
+    millisecond from /proc/self/statm (ru_maxrss would hide a peak lower than an
+    earlier one, e.g. during imports)."""
 
-def _peak_since(device: torch.device, start: float) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) / 2**20 - start
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - start
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.peak_mb = device, 0.0
+
+    def _resident_mb(self) -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.001):
+            self._highest = max(self._highest, self._resident_mb())
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device) / 2**20
+        else:
+            self._start = self._highest = self._resident_mb()
+            self._done = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20 - self._start
+        else:
+            self._done.set()
+            self._thread.join()
+            self.peak_mb = max(self._highest, self._resident_mb()) - self._start
 
 
 def worker(step: str, workdir: Path, device: torch.device) -> dict:
@@ -80,56 +106,55 @@ def worker(step: str, workdir: Path, device: torch.device) -> dict:
 
     if step == "fit":
         train = torch.load(workdir / "train.pt")
-        start = _peak_start(device)
-        began = time.perf_counter()
-        stats = ImageStatistics.fit(train, device=device)
-        sync()
-        seconds = time.perf_counter() - began
-        peak = _peak_since(device, start)
+        with PeakMemory(device) as memory:
+            began = time.perf_counter()
+            stats = ImageStatistics.fit(train, device=device)
+            sync()
+            seconds = time.perf_counter() - began
         stats.save(workdir / "stats.safetensors")
-        return {"seconds": seconds, "peak_mb": peak, "rank": stats.rank, "components_90": stats.components_for(0.9)}
+        return {"seconds": seconds, "peak_mb": memory.peak_mb, "rank": stats.rank,
+                "components_90": stats.components_for(0.9)}
 
     x = torch.load(workdir / "test.pt").float().div(255).to(device)
     x_rec = torch.load(workdir / "reconstructions.pt").to(device)
-    if step == "risk":
+    if step in ("exact", "principal"):
         stats = ImageStatistics.load(workdir / "stats.safetensors", device=device)
-        out = {}
-        for variant in ("exact", "principal"):
-            start = _peak_start(device)
+        with PeakMemory(device) as memory:
             began = time.perf_counter()
-            r = reconstruction_risk(x, x_rec, stats, variant=variant)
+            r = reconstruction_risk(x, x_rec, stats, variant=step)
             sync()
-            out[variant] = {"seconds": time.perf_counter() - began, "peak_mb": _peak_since(device, start)}
-            if variant == "exact":
-                torch.save(r.cpu(), workdir / "r_ours.pt")
-        return out
+            seconds = time.perf_counter() - began
+        torch.save(r.cpu(), workdir / f"r_{step}.pt")
+        return {"seconds": seconds, "peak_mb": memory.peak_mb}
     if step == "cov":
         train = torch.load(workdir / "train.pt")
-        start = _peak_start(device)
-        began = time.perf_counter()
-        flat = train.reshape(len(train), -1).to(device).double().div_(255)
-        covariance = torch.cov(flat.T, correction=0)
-        mean = flat.mean(dim=0)
-        sync()
-        seconds, peak = time.perf_counter() - began, _peak_since(device, start)
+        with PeakMemory(device) as memory:
+            began = time.perf_counter()
+            flat = train.reshape(len(train), -1).to(device).double().div_(255)
+            covariance = torch.cov(flat.T, correction=0)
+            mean = flat.mean(dim=0)
+            del flat
+            sync()
+            seconds = time.perf_counter() - began
         torch.save({"covariance": covariance.cpu(), "mean": mean.cpu()}, workdir / "covariance.pt")
-        return {"seconds": seconds, "peak_mb": peak}
+        return {"seconds": seconds, "peak_mb": memory.peak_mb}
     if step == "direct":
         saved = torch.load(workdir / "covariance.pt")
         covariance, mean = saved["covariance"].to(device), saved["mean"].to(device)
-        start = _peak_start(device)
-        began = time.perf_counter()
-        d = covariance.shape[0]
-        inverse = torch.linalg.pinv(covariance, rtol=d * torch.finfo(torch.float64).eps)
-        a, b = x.reshape(len(x), -1).double(), x_rec.reshape(len(x), -1).double()
-        diffs = torch.cat([a - mean, a - b])
-        squared = ((diffs @ inverse) * diffs).sum(dim=1)
-        distances = squared.clamp_min(0).sqrt()
-        r = distances[: len(x)] / distances[len(x):].clamp_min(1e-6)
-        sync()
-        seconds, peak = time.perf_counter() - began, _peak_since(device, start)
+        with PeakMemory(device) as memory:
+            began = time.perf_counter()
+            d = covariance.shape[0]
+            inverse = torch.linalg.pinv(covariance, rtol=d * torch.finfo(torch.float64).eps)
+            a, b = x.reshape(len(x), -1).double(), x_rec.reshape(len(x), -1).double()
+            diffs = torch.cat([a - mean, a - b])
+            squared = ((diffs @ inverse) * diffs).sum(dim=1)
+            distances = squared.clamp_min(0).sqrt()
+            r = distances[: len(x)] / distances[len(x):].clamp_min(1e-6)
+            del inverse, a, b, diffs, squared, distances
+            sync()
+            seconds = time.perf_counter() - began
         torch.save(r.cpu(), workdir / "r_direct.pt")
-        return {"seconds": seconds, "peak_mb": peak}
+        return {"seconds": seconds, "peak_mb": memory.peak_mb}
     raise ValueError(f"unknown step {step!r}")
 
 
@@ -144,6 +169,8 @@ def run_step(step: str, workdir: Path, args) -> dict:
 
 
 def benchmark(args) -> dict:
+    from bench_training_throughput import environment
+
     device = torch.device(args.device)
     result = {"benchmark": "risk", "environment_before": environment(device),
               "images": f"{args.size}x{args.size}x{args.channels}", "D": args.channels * args.size ** 2,
@@ -156,13 +183,15 @@ def benchmark(args) -> dict:
         torch.save(test, workdir / "test.pt")
         torch.save((test.float().div(255) + 0.2 * noise).clamp(0, 1), workdir / "reconstructions.pt")
         del test, noise
-        for step in ("fit", "risk") + (() if args.skip_direct else ("cov", "direct")):
+        for step in ("fit", "exact", "principal") + (() if args.skip_direct else ("cov", "direct")):
             print(f"  {step} ...", flush=True)
             result[step] = run_step(step, workdir, args)
+        result["R_exact"] = float(torch.load(workdir / "r_exact.pt").mean())
+        result["R_principal"] = float(torch.load(workdir / "r_principal.pt").mean())
         if not args.skip_direct:
-            ours, direct = torch.load(workdir / "r_ours.pt"), torch.load(workdir / "r_direct.pt")
+            ours, direct = torch.load(workdir / "r_exact.pt"), torch.load(workdir / "r_direct.pt")
             result["max_relative_difference_exact_r"] = float(((ours - direct).abs() / direct.abs()).max())
-            result["speedup_per_call_exact"] = result["direct"]["seconds"] / result["risk"]["exact"]["seconds"]
+            result["speedup_per_call_exact"] = result["direct"]["seconds"] / result["exact"]["seconds"]
     result["environment_after"] = environment(device)
     return result
 
@@ -172,16 +201,17 @@ def print_table(result: dict) -> None:
     print(f"\nR for {n} images of {result['images']} (D = {result['D']}), statistics of "
           f"{result['train_images']} images; {result['environment_before']['device_name']}, "
           f"load average {result['environment_before']['load_average']} -> {result['environment_after']['load_average']}")
-    print(f"{'step':<44} {'seconds':>9} {'peak MB':>9}")
+    print(f"{'step':<48} {'seconds':>9} {'peak MB':>9}")
     rows = [("ours: ImageStatistics.fit (once)", result["fit"]),
-            (f"ours: reconstruction_risk exact (per call)", result["risk"]["exact"]),
-            (f"ours: reconstruction_risk principal (per call)", result["risk"]["principal"])]
+            ("ours: reconstruction_risk exact (per call)", result["exact"]),
+            ("ours: reconstruction_risk principal (per call)", result["principal"])]
     if "direct" in result:
         rows += [("direct: covariance (once)", result["cov"]),
                  ("direct: pinv + quadratic forms (per call)", result["direct"])]
     for name, r in rows:
-        print(f"{name:<44} {r['seconds']:>9.2f} {r['peak_mb']:>9.0f}")
-    print(f"rank {result['fit']['rank']}, principal components (90%) {result['fit']['components_90']}")
+        print(f"{name:<48} {r['seconds']:>9.2f} {r['peak_mb']:>9.0f}")
+    print(f"rank {result['fit']['rank']}, principal components (90%) {result['fit']['components_90']}; "
+          f"R exact {result['R_exact']:.3f}, R principal {result['R_principal']:.3f}")
     if "direct" in result:
         print(f"per-call speed-up (exact): {result['speedup_per_call_exact']:.1f}x; "
               f"largest relative difference of r: {result['max_relative_difference_exact_r']:.1e}")

@@ -34,6 +34,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,6 +42,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import vicious.attack.lightning_module as lightning_module  # noqa: E402
 from reference_augmentation import build_aug_set, reference_augment  # noqa: E402
@@ -51,6 +53,8 @@ from vicious.experiments.config import LossConfig  # noqa: E402
 from vicious.models import create_model  # noqa: E402
 
 MODELS = {"small": (10, 1), "paper": (28, 5)}  # (depth, width)
+
+warnings.filterwarnings("ignore", r"You are trying to `self.log\(\)`")  # steps run here without a Trainer
 
 
 @dataclass(frozen=True)

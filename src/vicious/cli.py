@@ -152,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _quiet_lightning()
     from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from vicious.attack.lightning_module import TrainingDiverged
     from vicious.experiments.checkpoints import UnsafeFileError
@@ -163,12 +164,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vicious: error: {_one_line(err)}", file=sys.stderr)
         return 1
     except (ConfigError, UnsafeFileError, ValueError, FileNotFoundError, OSError, MisconfigurationException) as err:
-        # MisconfigurationException: Lightning refusing e.g. train.accelerator=gpu where there is none.
+        # MisconfigurationException: Lightning refusing a setting it cannot use here.
         print(f"vicious: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vicious: interrupted; finished checkpoints are kept (resume with --resume)", file=sys.stderr)
         return 130
+    except SIGTERMException:  # a SystemExit without a code: it would exit with status 0, as if finished
+        print("vicious: terminated (SIGTERM); finished checkpoints are kept (resume with --resume)", file=sys.stderr)
+        return 143
     return 0
 
 

@@ -81,6 +81,7 @@ def test_cell_names_are_safe_and_short():
 @pytest.mark.parametrize("grid,message", [
     ({"preset": "fashion-mnist-{regime}-small", "vary": {"seed": [1]}}, "has no such axis"),
     ({"preset": "fashion-mnist-vicious-small", "vary": {"train.epoch": [1]}}, "unknown config key 'train.epoch'"),
+    ({"preset": "fashion-mnist-vicious-small", "vary": {"dataset": ["mnist"]}}, "must fill a {field}"),
     ({"preset": "fashion-mnist-vicious-small", "vary": {"train.epochs": [0]}}, "greater than or equal to 1"),
     ({"preset": "no-such-preset", "vary": {"seed": [1]}}, "unknown preset"),
     ({"preset": ["fashion-mnist-vicious-small", "fashion-mnist-vicious-small"]}, "twice"),

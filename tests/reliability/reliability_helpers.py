@@ -1,22 +1,27 @@
 """Helpers for the reliability tests: tiny runs of the real ``vicious`` command.
 
-``launch`` starts ``vicious`` in a subprocess. With ``hang_at`` it first patches the
-process so that it stops (sleeps, touching a marker file) at one chosen moment:
-a training batch ``(phase, epoch, batch)`` or the rename that publishes the n-th
-``last.ckpt``. The test then SIGKILLs it there, which is a kill at a known point
-instead of a guess from timing. The patch changes when the process stops, never
-what it computes.
+``launch`` runs ``vicious.cli.main(ARGS)`` in a separate process, forked from a
+server that has imported torch, Lightning and vicious once (each run would otherwise
+spend ~5 CPU seconds importing them). With ``hang_at`` the process stops (sleeps,
+touching a marker file) at one chosen moment: a training batch
+``batch:PHASE:EPOCH:BATCH`` or the n-th rename onto a file, ``publish:NAME:N``. The
+test then SIGKILLs it there: a kill at a known point instead of a guess from timing.
+``sigterm:PHASE:EPOCH:BATCH`` instead sends the process SIGTERM at that batch. The
+patch changes when the process stops, never what it computes.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -28,88 +33,105 @@ TINY = [
     "--set", "data.image_size=16", "--set", "train.epochs=2", "--set", "train.batch_size=25",
     "--set", "train.progress=false", "--set", "data.augment=true", "--set", "train.accelerator=cpu",
 ]
+_PRELOAD = ["vicious.cli", "vicious.experiments.training", "vicious.experiments.evaluation", "reliability_helpers"]
 
-_HANG = r"""
-import os, sys, time
-from pathlib import Path
-kind, *where = os.environ["VICIOUS_TEST_HANG_AT"].split(":")
-marker = Path(os.environ["VICIOUS_TEST_MARKER"])
 
-def hang():
-    marker.touch()
+@functools.cache
+def _context():
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(_PRELOAD)
+    with mock.patch.dict(os.environ, {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}):
+        multiprocessing.forkserver.ensure_running()
+    return context
+
+
+def _hang(marker: str) -> None:
+    Path(marker).touch()
     time.sleep(600)
 
-if kind == "batch":
-    from vicious.attack import lightning_module as lm
-    phase, epoch, batch = where[0], int(where[1]), int(where[2])
-    step = lm.AttackModule.training_step
-    def training_step(self, data, batch_idx):
-        if self.phase == phase and self.current_epoch == epoch and batch_idx == batch:
-            hang()
-        return step(self, data, batch_idx)
-    lm.AttackModule.training_step = training_step
-elif kind == "publish":  # the n-th rename onto a file called where[0]
-    name, count = where[0], [int(where[1])]
-    replace = os.replace
-    def patched(src, dst, *args, **kwargs):
-        if Path(dst).name == name:
-            count[0] -= 1
-            if count[0] == 0:
-                hang()
-        return replace(src, dst, *args, **kwargs)
-    os.replace = patched
 
-from vicious.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+def _install_hang(hang_at: str, marker: str) -> None:
+    kind, *where = hang_at.split(":")
+    if kind in ("batch", "sigterm"):
+        from vicious.attack import lightning_module
 
+        phase, epoch, batch = where[0], int(where[1]), int(where[2])
+        step = lightning_module.AttackModule.training_step
 
-def _env() -> dict[str, str]:
-    # Same thread count in every process: float sums are only bit-identical for equal thread counts.
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+        def training_step(self, data, batch_idx):
+            if self.phase == phase and self.current_epoch == epoch and batch_idx == batch:
+                if kind == "sigterm":  # as a job scheduler stops a job: the process carries on until it sees it
+                    os.kill(os.getpid(), signal.SIGTERM)
+                else:
+                    _hang(marker)
+            return step(self, data, batch_idx)
 
+        lightning_module.AttackModule.training_step = training_step
+    elif kind == "publish":
+        name, remaining = where[0], [int(where[1])]
+        replace = os.replace
 
-def launch(args: list[str], tmp: Path, hang_at: str | None = None) -> subprocess.Popen:
-    """Start ``vicious ARGS``; with ``hang_at`` it stops there (see module docstring)."""
-    env = _env()
-    if hang_at is None:
-        command = [sys.executable, "-m", "vicious.cli", *args]
+        def publish(src, dst, *args, **kwargs):
+            if Path(dst).name == name:
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    _hang(marker)
+            return replace(src, dst, *args, **kwargs)
+
+        os.replace = publish
     else:
-        env["VICIOUS_TEST_HANG_AT"] = hang_at
-        env["VICIOUS_TEST_MARKER"] = str(tmp / f"hung-{abs(hash(hang_at))}")
-        command = [sys.executable, "-c", _HANG, *args]
-    log = open(tmp / f"log-{time.monotonic_ns()}.txt", "w")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    process.log_path = Path(log.name)  # type: ignore[attr-defined]
-    process.marker = Path(env.get("VICIOUS_TEST_MARKER", tmp / "none"))  # type: ignore[attr-defined]
+        raise ValueError(f"unknown hang point {hang_at!r}")
+
+
+def _child(args: list[str], log: str, hang_at: str | None, marker: str) -> None:
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    # Float sums are only bit-identical for equal thread counts: one, in every process.
+    torch.set_num_threads(1)
+    if hang_at:
+        _install_hang(hang_at, marker)
+    from vicious.cli import main
+
+    sys.exit(main(args))
+
+
+def launch(args: list[str], tmp: Path, hang_at: str | None = None):
+    """Start ``vicious ARGS`` in its own process; with ``hang_at`` it stops there."""
+    stamp = time.monotonic_ns()
+    log, marker = tmp / f"log-{stamp}.txt", tmp / f"hung-{stamp}"
+    process = _context().Process(target=_child, args=(args, str(log), hang_at, str(marker)))
+    process.start()
+    process.log_path, process.marker = log, marker
     return process
 
 
-def finish(process: subprocess.Popen, timeout: float = 240) -> str:
-    """Wait for a process to succeed; returns its output."""
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
+def _output(process) -> str:
+    return process.log_path.read_text()[-3000:] if process.log_path.exists() else ""
+
+
+def finish(process, timeout: float = 300, status: int = 0) -> None:
+    """Wait for a process to end with ``status``."""
+    process.join(timeout)
+    if process.exitcode is None:
         process.kill()
-        raise
-    output = process.log_path.read_text()  # type: ignore[attr-defined]
-    assert process.returncode == 0, output[-3000:]
-    return output
+        pytest.fail(f"vicious did not finish within {timeout} s:\n{_output(process)}")
+    assert process.exitcode == status, _output(process)
 
 
-def kill_when_hung(process: subprocess.Popen, timeout: float = 240) -> None:
+def kill_when_hung(process, timeout: float = 300) -> None:
     """SIGKILL the process once it has reached its hang point."""
     deadline = time.monotonic() + timeout
-    while not process.marker.exists():  # type: ignore[attr-defined]
-        if process.poll() is not None:
-            pytest.fail(f"process ended before its kill point:\n{process.log_path.read_text()[-3000:]}")  # type: ignore[attr-defined]
+    while not process.marker.exists():
+        if process.exitcode is not None:
+            pytest.fail(f"process ended before its kill point:\n{_output(process)}")
         if time.monotonic() > deadline:
             process.kill()
             pytest.fail("process never reached its kill point")
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-    assert process.returncode == -signal.SIGKILL
+    process.join(30)
+    assert process.exitcode == -signal.SIGKILL
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:

@@ -9,9 +9,8 @@ import stat
 
 import pytest
 
-import vicious.experiments.files as files
-import vicious.experiments.training as training
 from vicious.cli import main
+from vicious.experiments import files, training
 from vicious.experiments.files import atomic_write_bytes, atomic_write_json, check_writable
 
 TRAIN = ["train", "--preset", "fashion-mnist-vicious-small", "--set", "train.progress=false"]

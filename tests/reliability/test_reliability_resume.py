@@ -1,8 +1,9 @@
 """No lost work: a training killed with SIGKILL at any moment, then resumed with
 ``--resume``, ends with exactly the weights and metrics of an uninterrupted run.
 
-All runs are real ``vicious train`` processes on the CPU with one thread, started
-together so that the whole module costs about one run's wall time per stage.
+All runs are real ``vicious train`` processes on the CPU with one thread; the
+references and the runs to be killed start together, so the module costs about three
+process start-ups of wall time.
 """
 
 from __future__ import annotations
@@ -15,39 +16,52 @@ from vicious.experiments.checkpoints import load_state
 VICIOUS = ["train", "--preset", "fashion-mnist-vicious-small", *TINY]
 HONEST = ["train", "--preset", "fashion-mnist-honest-small", *TINY, "--set", "train.decoder_epochs=2"]
 
-# name: (arguments, where the process is killed)
-KILLED = {
-    # mid-epoch: epoch 1 (the second) after two optimiser steps; last.ckpt holds epoch 0
-    "vicious-mid-epoch": (VICIOUS, "batch:joint:1:2"),
-    # while publishing the second last.ckpt: the temporary file is written, the rename not done
-    "vicious-during-save": (VICIOUS, "publish:last.ckpt:2"),
-    # honest regime, inside its second phase (the post-hoc decoder), epoch 1, batch 1
-    "honest-decoder-phase": (HONEST, "batch:decoder:1:1"),
-}
-
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Reference runs and killed-then-resumed runs; returns {name: (run dir, state at the kill)}."""
-    tmp = tmp_path_factory.mktemp("resume")
-    references = {name: launch([*args, "--out", str(tmp / name)], tmp)
-                  for name, args in (("vicious-reference", VICIOUS), ("honest-reference", HONEST))}
-    killed = {name: launch([*args, "--out", str(tmp / name)], tmp, hang_at)
-              for name, (args, hang_at) in KILLED.items()}
-    at_kill = {}
-    for name, process in killed.items():
-        kill_when_hung(process)
-        at_kill[name] = _state(tmp / name)
-    resumed = {
-        # the same command again plus --resume ...
-        "vicious-mid-epoch": launch([*VICIOUS, "--out", str(tmp / "vicious-mid-epoch"), "--resume"], tmp),
-        # ... or only --resume: the run's own config.yaml is used
-        "vicious-during-save": launch(["train", "--out", str(tmp / "vicious-during-save"), "--resume"], tmp),
-        "honest-decoder-phase": launch(["train", "--out", str(tmp / "honest-decoder-phase"), "--resume"], tmp),
-    }
-    for process in [*references.values(), *resumed.values()]:
+    """{name: (run dir, what it held at each kill)} for the references and the killed runs.
+
+    * vicious: killed mid-epoch (epoch 1, after two optimiser steps), resumed with the
+      same command plus --resume and killed again while publishing epoch 1's
+      last.ckpt (temporary file written, rename not done), resumed with only --resume
+      and stopped by SIGTERM (epoch 1, batch 1), resumed again to the end.
+    * honest: killed inside its second phase (the post-hoc decoder, epoch 1, batch 1).
+    """
+    processes = []
+    try:
+        yield _interrupt_and_resume(tmp_path_factory.mktemp("resume"), processes)
+    finally:  # a failed test leaves no process sleeping at its hang point
+        for process in processes:
+            if process.exitcode is None:
+                process.kill()
+
+
+def _interrupt_and_resume(tmp, processes):
+    def launch_(*args, **kwargs):
+        processes.append(launch(*args, tmp, **kwargs))
+        return processes[-1]
+
+    vicious, honest = str(tmp / "vicious-killed"), str(tmp / "honest-killed")
+    references = [launch_([*VICIOUS, "--out", str(tmp / "vicious-reference")]),
+                  launch_([*HONEST, "--out", str(tmp / "honest-reference")])]
+    first_vicious = launch_([*VICIOUS, "--out", vicious], hang_at="batch:joint:1:2")
+    first_honest = launch_([*HONEST, "--out", honest], hang_at="batch:decoder:1:1")
+    kill_when_hung(first_vicious)
+    at_kills = {"vicious-killed": [_state(tmp / "vicious-killed")]}
+    second_vicious = launch_([*VICIOUS, "--out", vicious, "--resume"], hang_at="publish:last.ckpt:1")
+    kill_when_hung(first_honest)
+    at_kills["honest-killed"] = [_state(tmp / "honest-killed")]
+    last_honest = launch_(["train", "--out", honest, "--resume"])
+    kill_when_hung(second_vicious)
+    at_kills["vicious-killed"].append(_state(tmp / "vicious-killed"))
+    # only --resume: the run's own config.yaml is used
+    finish(launch_(["train", "--out", vicious, "--resume"], hang_at="sigterm:joint:1:1"), status=143)
+    at_kills["vicious-killed"].append(_state(tmp / "vicious-killed"))
+    last_vicious = launch_(["train", "--out", vicious, "--resume"])
+    for process in [*references, last_honest, last_vicious]:
         finish(process)
-    return {name: (tmp / name, at_kill.get(name)) for name in [*references, *resumed]}
+    names = ["vicious-reference", "honest-reference", "vicious-killed", "honest-killed"]
+    return {name: (tmp / name, at_kills.get(name)) for name in names}
 
 
 def _state(run):
@@ -65,40 +79,41 @@ def _state(run):
     }
 
 
-def test_killed_mid_epoch_resumes_to_identical_weights_and_metrics(runs):
-    run, state = runs["vicious-mid-epoch"]
-    # The kill really happened mid-run: epoch 0 saved, nothing finished.
-    assert state["joint_last_epoch"] == 0 and state["finished_files"] == []
+def test_the_kills_happened_where_intended(runs):
+    mid_epoch, while_saving, terminated = runs["vicious-killed"][1]
+    # Epoch 0 saved, epoch 1 under way, nothing finished.
+    assert mid_epoch["joint_last_epoch"] == 0 and mid_epoch["finished_files"] == []
+    assert mid_epoch["temporary_files"] == []
+    # Epoch 1's checkpoint fully written to a temporary file, never renamed:
+    # last.ckpt is still the complete one of epoch 0.
+    assert while_saving["joint_last_epoch"] == 0 and while_saving["finished_files"] == []
+    assert len(while_saving["temporary_files"]) == 1 and while_saving["temporary_files"][0].startswith(".last.ckpt.")
+    # SIGTERM (exit status 143, not 0 as if finished): nothing new saved, nothing finished.
+    assert terminated["joint_last_epoch"] == 0 and terminated["finished_files"] == []
+    (honest,) = runs["honest-killed"][1]
+    assert honest["classifier_phase_done"] and honest["decoder_last_epoch"] == 0 and honest["finished_files"] == []
+
+
+def test_killed_twice_then_resumed_reaches_identical_weights_and_metrics(runs):
+    run, _ = runs["vicious-killed"]
     reference, _ = runs["vicious-reference"]
     assert_same_weights(weights(run), weights(reference))
     assert metrics(run) == metrics(reference)
     assert (run / "per_sample.csv").read_text() == (reference / "per_sample.csv").read_text()
 
 
-def test_killed_while_saving_keeps_the_previous_checkpoint(runs):
-    run, state = runs["vicious-during-save"]
-    # The new checkpoint was fully written to a temporary file but never renamed:
-    # last.ckpt is still the complete one of epoch 0.
-    assert state["joint_last_epoch"] == 0 and state["finished_files"] == []
-    assert len(state["temporary_files"]) == 1 and state["temporary_files"][0].startswith(".last.ckpt.")
-    reference, _ = runs["vicious-reference"]
-    assert_same_weights(weights(run), weights(reference))
-    assert metrics(run) == metrics(reference)
-
-
 def test_honest_killed_in_the_decoder_phase_resumes_there(runs):
-    run, state = runs["honest-decoder-phase"]
-    assert state["classifier_phase_done"] and state["decoder_last_epoch"] == 0
-    assert state["finished_files"] == []
+    run, _ = runs["honest-killed"]
     reference, _ = runs["honest-reference"]
     assert_same_weights(weights(run), weights(reference))
     assert metrics(run) == metrics(reference)
 
 
-def test_the_resumed_session_is_recorded(runs):
-    run, _ = runs["vicious-mid-epoch"]
-    # One CSV log per session, so resuming never overwrites what was logged before.
-    assert len(list((run / "logs" / "joint").glob("*/metrics.csv"))) == 2
+def test_every_session_keeps_its_log(runs):
+    run, _ = runs["vicious-killed"]
+    # One CSV log per session (the second was killed before logging anything):
+    # resuming never overwrites what was logged before.
+    assert len(list((run / "logs" / "joint").glob("*/metrics.csv"))) >= 2
 
 
 def test_a_run_moved_to_another_folder_resumes_with_its_selection(tmp_path, monkeypatch):
@@ -108,7 +123,7 @@ def test_a_run_moved_to_another_folder_resumes_with_its_selection(tmp_path, monk
     epoch 0 is the best and only a remembered score keeps it selected."""
     import torch
 
-    import vicious.attack.lightning_module as lightning_module
+    from vicious.attack import lightning_module
     from vicious.experiments.config import apply_overrides
     from vicious.experiments.presets import get_preset
     from vicious.experiments.training import train_run

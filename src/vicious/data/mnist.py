@@ -59,6 +59,7 @@ def load(
     dataset_class = _CLASSES[name]
     tv_root, source = _locate(name, dataset_class, root, download, cache)
     _check_raw(tv_root / dataset_class.__name__ / "raw", name)
+    _refuse_legacy_files(tv_root / dataset_class.__name__ / "processed", name)
     train = dataset_class(str(tv_root), train=True)
     test = dataset_class(str(tv_root), train=False)
     info = DatasetInfo(
@@ -71,6 +72,17 @@ def load(
     return SourceData(
         info=info, train=_to_split(train, image_size), test=_to_split(test, image_size), source=source
     )
+
+
+def _refuse_legacy_files(processed: Path, name: str) -> None:
+    # torchvision prefers old processed/*.pt pickles over the raw IDX files when both exist;
+    # we read only the raw files, so such pickles are neither trusted nor silently used.
+    legacy = sorted(processed.glob("*.pt")) if processed.is_dir() else []
+    if legacy:
+        raise DatasetCorruptError(
+            f"{processed} holds legacy torchvision pickles ({', '.join(p.name for p in legacy)}) that would "
+            f"replace the raw {name} files; remove that processed/ folder (the raw IDX files are enough)"
+        )
 
 
 def _to_split(dataset: MNIST, image_size: int) -> Split:

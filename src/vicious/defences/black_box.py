@@ -16,6 +16,7 @@ loader touches it. :func:`open_classifier` checks the model against the dataset
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -131,7 +132,9 @@ def _load_torchscript(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
     if not (any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names)):
         raise ValueError(f"{path} is a zip archive but not a TorchScript model (a torch.save pickle?); {_EXPORT_HINT}")
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():  # TorchScript's deprecation notice is not the user's problem here
+            warnings.simplefilter("ignore", FutureWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
     except Exception as err:  # TorchScript raises RuntimeError subclasses of many kinds
         raise ValueError(f"{path} could not be read as TorchScript: {_first_line(err)}; {_EXPORT_HINT}") from None
     module.eval()
@@ -170,6 +173,11 @@ def _open_run(path: Path, info: DatasetInfo, image_size: int, batch_size: int) -
     run = open_run(path)
     if run.splits.info.name != info.name:
         raise ValueError(f"{path} was trained on {run.splits.info.name}, not {info.name}; audit it with --data {run.splits.info.name}")
+    if run.config.data.image_size != image_size:
+        raise ValueError(
+            f"{path} was trained on {run.config.data.image_size}-pixel images, not {image_size}; "
+            f"audit it with --image-size {run.config.data.image_size}"
+        )
     classifier, task = run.classifier.eval(), run.splits.info.task
     released = "probabilities" if run.config.output == "softmax" else "logits"
 

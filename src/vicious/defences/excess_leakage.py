@@ -4,7 +4,8 @@ The user splits their own images in two, and on the first part trains two shadow
 decoders of the same size with the same budget:
 
 * from *labels*: the one-hot predicted class (multilabel: the binarised attributes);
-* from *outputs*: the same one-hot plus the standardised log-odds and probabilities.
+* from *outputs*: the same one-hot plus the log-odds and probabilities, as residuals
+  from their predicted class's mean, standardised (:func:`within_class_residuals`).
 
 Both are measured on the second part with the reconstruction risk R on the
 principal subspace (METHOD.md; pixel statistics of the user's first part, or of
@@ -26,7 +27,8 @@ import torch
 
 from vicious.defences.black_box import BlackBox
 from vicious.defences.detector import Detector, check_images
-from vicious.defences.outputs import label_features, log_odds, probabilities
+from vicious.defences.output_statistics import group_ids
+from vicious.defences.outputs import label_features, log_odds, predicted_labels, probabilities
 from vicious.defences.shadow import ShadowDecoder, decode, fit_decoder
 from vicious.metrics import ImageStatistics, mse, psnr_from_mse, reconstruction_risk
 
@@ -49,11 +51,24 @@ def output_features(outputs: torch.Tensor, form, task) -> torch.Tensor:
     return torch.cat([log_odds(outputs, form, task), probabilities(outputs, form, task)], dim=1)
 
 
-def standardise(train: torch.Tensor, other: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both sets scaled by the first's per-column mean and std (constant columns left at 0)."""
-    mean, std = train.mean(dim=0), train.std(dim=0)
+def within_class_residuals(
+    train: torch.Tensor, train_groups: torch.Tensor, other: torch.Tensor, other_groups: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features minus their predicted class's mean, over the pooled within-class std (both
+    from the first set); a group the first set lacks uses the overall mean.
+
+    What the outputs say beyond the label is their variation *within* a class; scaled
+    by the spread across classes it would be too small for a short training to notice.
+    """
+    overall = train.mean(dim=0)
+    num_groups = int(torch.cat([train_groups, other_groups]).max()) + 1
+    sums = torch.zeros(num_groups, train.shape[1], dtype=train.dtype).index_add_(0, train_groups, train)
+    counts = torch.bincount(train_groups, minlength=num_groups).to(train.dtype)[:, None]
+    means = torch.where(counts > 0, sums / counts.clamp_min(1), overall)
+    residual_train, residual_other = train - means[train_groups], other - means[other_groups]
+    std = residual_train.std(dim=0)
     std = torch.where(std > 1e-8, std, torch.ones_like(std))
-    return (train - mean) / std, (other - mean) / std
+    return residual_train / std, residual_other / std
 
 
 class ExcessLeakage(Detector):
@@ -88,7 +103,9 @@ class ExcessLeakage(Detector):
         train, held_out = order[n_eval:], order[:n_eval]
         statistics = self.statistics or ImageStatistics.fit(images[train])
         labels = label_features(outputs, classifier.form, classifier.task)
-        extra_train, extra_eval = standardise(*(output_features(outputs, classifier.form, classifier.task)[i] for i in (train, held_out)))
+        groups = group_ids(predicted_labels(outputs, classifier.form, classifier.task))
+        extra = output_features(outputs, classifier.form, classifier.task)
+        extra_train, extra_eval = within_class_residuals(extra[train], groups[train], extra[held_out], groups[held_out])
         features = {
             "labels": (labels[train], labels[held_out]),
             "outputs": (torch.cat([labels[train], extra_train], 1), torch.cat([labels[held_out], extra_eval], 1)),

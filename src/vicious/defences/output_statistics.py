@@ -62,8 +62,10 @@ def output_statistics(outputs: torch.Tensor, form: Form, task: Task = "multiclas
         confidence = p.max(dim=1).values
     groups = group_ids(predicted_labels(outputs, form, task))
     centred = z - z.mean(dim=0)
-    class_means = torch.zeros(int(groups.max()) + 1, k, dtype=z.dtype).index_reduce_(
-        0, groups, z, "mean", include_self=False)
+    num_groups = int(groups.max()) + 1
+    sums = torch.zeros(num_groups, k, dtype=z.dtype).index_add_(0, groups, z)
+    counts = torch.bincount(groups, minlength=num_groups).clamp_min(1).to(z.dtype)
+    class_means = sums / counts[:, None]
     within = z - class_means[groups]
     total_ss = centred.pow(2).sum()
     return {

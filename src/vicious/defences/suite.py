@@ -7,16 +7,17 @@ the scores an audit computes. The settings are saved with every calibration.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vicious.defences.black_box import BlackBox
 from vicious.defences.detector import Detector, check_images
 from vicious.defences.excess_leakage import ExcessLeakage, LeakageAssessment
 from vicious.defences.output_statistics import OutputStatistics
 from vicious.defences.sensitivity import Sensitivity
+from vicious.experiments.config import ConfigError
 
 
 class SuiteSettings(BaseModel):
@@ -45,7 +46,16 @@ def build_detectors(settings: SuiteSettings) -> list[Detector]:
     ]
 
 
-PRIMARY = {d.name: d.primary for d in build_detectors(SuiteSettings())}
+PRIMARY: dict[str, str] = {d.name: d.primary for d in (OutputStatistics, Sensitivity, ExcessLeakage)}
+
+
+def make_settings(**values) -> SuiteSettings:
+    """SuiteSettings from plain values; a bad value raises ConfigError naming it, in one line."""
+    try:
+        return SuiteSettings(**values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ConfigError(f"{'.'.join(map(str, first['loc']))}: {first['msg']} (got {first.get('input')!r})") from None
 
 
 @dataclass
@@ -56,7 +66,6 @@ class SuiteResult:
     leakage: LeakageAssessment
     outputs: torch.Tensor
     accuracy: float | None = None
-    extra: dict = field(default_factory=dict)
 
     def primary(self) -> dict[str, float]:
         return {name: values[PRIMARY[name]] for name, values in self.scores.items()}

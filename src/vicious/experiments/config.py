@@ -27,7 +27,7 @@ class ConfigError(ValueError):
 
 class _Section(BaseModel):
     # strict: "3" is not an int; extra="forbid": a misspelt key is an error, not ignored.
-    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):

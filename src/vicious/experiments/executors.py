@@ -98,8 +98,10 @@ class RayExecutor:
             raise ValueError("the ray executor needs Ray: pip install 'vicious-classifiers[ray]'") from None
         started_here = not ray.is_initialized()
         if started_here:
+            # Ray runs workers 15 nice levels below the raylet; here the cells are the work, so they
+            # keep the priority the sweep was started with (``nice vicious sweep`` still lowers it).
             options = {"address": self.address} if self.address else {
-                "num_cpus": self.local_cpus, "include_dashboard": False}
+                "num_cpus": self.local_cpus, "include_dashboard": False, "_system_config": {"worker_niceness": 0}}
             # Workers' output would interleave with the sweep's; status.json keeps each cell's error.
             ray.init(**options, log_to_driver=False, logging_level="warning")
         pending: dict = {}

@@ -97,20 +97,28 @@ def risk_histograms(samples: dict[str, dict[str, Sequence[float]]], *, title: st
 
 
 def leakage_curves(points: Sequence[dict], *, dpi: int = 110) -> bytes:
-    """R principal and SSIM against K, one line per (regime, output).
+    """R principal and SSIM against K: a line per (regime, output, dataset) across its K (CelebA's
+    attribute sets), a labelled marker for a dataset with one K.
 
-    ``points``: dicts with ``K``, ``regime``, ``output``, and ``r_principal``, ``ssim`` with
-    their ``*_std`` (None or float) — one point per dataset and K.
+    ``points``: dicts with ``K``, ``regime``, ``output``, ``dataset``, and ``r_principal``, ``ssim``
+    with their ``*_std`` (None or float): one point per dataset and K.
     """
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     ks = sorted({p["K"] for p in points})
     for ax, key, title in ((axes[0], "r_principal", "R principal"), (axes[1], "ssim", "SSIM")):
-        for regime, output in dict.fromkeys((p["regime"], p["output"]) for p in points):
-            chosen = sorted((p for p in points if (p["regime"], p["output"]) == (regime, output)), key=lambda p: p["K"])
+        labelled = set()
+        for regime, output, dataset in dict.fromkeys((p["regime"], p["output"], p["dataset"]) for p in points):
+            line = (regime, output, dataset)
+            chosen = sorted((p for p in points if (p["regime"], p["output"], p["dataset"]) == line), key=lambda p: p["K"])
+            label = None if (regime, output) in labelled else f"{regime}, {output}"
+            labelled.add((regime, output))
             ax.errorbar([p["K"] for p in chosen], [p[key] for p in chosen],
                         yerr=[p.get(f"{key}_std") or 0 for p in chosen], color=_colour(regime),
                         marker=OUTPUT_MARKERS.get(output, "s"), ls="-" if output == "raw" else "--", capsize=3,
-                        label=f"{regime}, {output}")
+                        label=label)
+            if len(chosen) == 1 and regime == "vicious":
+                ax.annotate(dataset, (chosen[0]["K"], chosen[0][key]), fontsize=7, xytext=(4, 4),
+                            textcoords="offset points")
         if len(ks) > 1 and ks[-1] / ks[0] >= 4:
             ax.set_xscale("log")
         ax.set_xlabel("K (classes or attributes)")

@@ -120,16 +120,16 @@ def _figures_section(records: Sequence[RunRecord], keys: Sequence[str]) -> str:
         if r.regime in ("honest", "vicious", "autoencoder"):
             groups[(r.regime, r.output, r.dataset, r.num_outputs, settings_of(r, keys))].append(r)
     curve_points = []
-    for (regime, output, _, k, _), runs in groups.items():
+    for (regime, output, dataset, k, _), runs in groups.items():
         r_stat = Stat.of([R_PRINCIPAL.value(r.metrics) for r in runs])
         s_stat = Stat.of([SSIM.value(r.metrics) for r in runs])
-        curve_points.append({"K": k, "regime": regime, "output": output, "r_principal": r_stat.mean,
+        curve_points.append({"K": k, "regime": regime, "output": output, "dataset": dataset, "r_principal": r_stat.mean,
                              "r_principal_std": r_stat.std, "ssim": s_stat.mean, "ssim_std": s_stat.std})
     curves = _img(leakage_curves(curve_points), "R principal and SSIM against the number of outputs K")
     return (f'<h2 id="scatter">Accuracy against risk</h2><figure>{scatter}<figcaption>One marker per run '
             "(colour: regime; circle raw, triangle softmax outputs). Right of the dotted line the average "
-            "reconstruction is closer to the user's image than the population mean is. A vicious classifier "
-            "sits at honest accuracy with far higher risk.</figcaption></figure>"
+            "reconstruction is closer to the user's image than the population mean is. The paper's claim: a "
+            "vicious classifier sits at honest accuracy, with far higher risk.</figcaption></figure>"
             f'<h2 id="leakage-curves">Leakage against K</h2><figure>{curves}<figcaption>Mean ± std over seeds, '
             "per dataset and K (the number of classes or attributes).</figcaption></figure>")
 
@@ -145,7 +145,11 @@ def _histograms_section(records: Sequence[RunRecord], keys: Sequence[str]) -> st
              "seeds pooled; r &gt; 1 (right of the dotted line) means the reconstruction is closer to the image "
              "than the population mean is.</p>"]
     for group in sorted(groups, key=lambda g: (dataset_rank(g[0]), g[1], g[2], g[3])):
-        by_regime = dict(sorted(groups[group].items(), key=lambda kv: regime_rank(kv[0])))
+        ordered = sorted(groups[group].items(), key=lambda kv: regime_rank(kv[0]))
+        # Runs evaluated before per_sample.csv existed have no per-image values.
+        by_regime = {regime: samples for regime, samples in ordered if samples["principal"]}
+        if not by_regime:
+            continue
         label = _group_label(*group[:3], dict(zip(keys, group[3])))
         parts.append(f"<h3>{_esc(label)}</h3><figure>"
                      f"{_img(risk_histograms(by_regime), f'histograms of per-image r, {label}')}</figure>")

@@ -2,6 +2,7 @@
 
     RUN/config.yaml           resolved config
     RUN/environment.json      seed, versions, device
+    RUN/data.json             where the images were found; per split, their number and digest
     RUN/classifier.safetensors, RUN/decoder.safetensors   selected weights
     RUN/checkpoints/<phase>/  resumable Lightning state (safetensors format)
     RUN/logs/<phase>/         Lightning CSV logs

@@ -186,7 +186,9 @@ def expand_grid(grid: Grid, overrides: Sequence[str] | dict[str, Any] = ()) -> l
                 config = apply_overrides(get_preset(preset), {**grid.fixed, **config_axes, **extra,
                                                                "train.progress": False})
             except ConfigError as err:
-                raise ConfigError(f"grid cell {name}: {err}") from None
+                hint = ("; an axis that is no config key must fill a {field} of the preset name"
+                        if "unknown config key" in str(err) else "")
+                raise ConfigError(f"grid cell {name}: {err}{hint}") from None
             if name in cells:
                 raise ConfigError(f"the grid yields cell {name} twice; an axis repeats a value, or a preset "
                                   "name lacks an axis' {field}")

@@ -20,8 +20,13 @@ def _cmd_sweep(args) -> None:
                                         **{k: v for k, v in flags.items() if v is not None}})
     overrides = list(args.set) + ([f"data.root={args.data_root}"] if args.data_root else [])
     executor = make_executor(args.executor, resources, max_parallel=args.max_parallel, address=args.address)
-    summary = run_sweep(grid, Path(args.out), executor, overrides=overrides, dry_run=args.dry_run,
-                        echo=lambda line: print(line, flush=True))
+    try:
+        summary = run_sweep(grid, Path(args.out), executor, overrides=overrides, dry_run=args.dry_run,
+                            echo=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print(f"vicious: sweep interrupted; rerun the same command to resume (finished cells in {args.out} "
+              "are skipped)", file=sys.stderr)
+        raise
     if summary.get("failed"):
         first = summary["failed"][0]
         raise ValueError(f"{len(summary['failed'])} of {len(summary['ran'])} cells failed (first: {first}); "

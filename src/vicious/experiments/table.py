@@ -158,12 +158,14 @@ def collect_runs(folder: Path) -> tuple[list[RunRecord], list[dict]]:
     records = []
     for path in sorted(folder.rglob(METRICS_FILE)):
         run_dir = path.parent
+        config_path = run_dir / "config.yaml"
         try:
             metrics = json.loads(path.read_text())
-            config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+            config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
         except (OSError, ValueError, yaml.YAMLError) as err:
             raise ValueError(f"cannot read {path}: {err}; re-evaluate it with 'vicious evaluate {run_dir}'") from None
-        records.append(RunRecord(run_dir.relative_to(folder).as_posix(), run_dir, metrics, flatten_config(config or {})))
+        name = run_dir.relative_to(folder).as_posix()
+        records.append(RunRecord(name, run_dir, metrics, flatten_config(config or {})))
     unfinished = []
     for path in sorted(folder.rglob(STATUS_FILE)):
         if not (path.parent / METRICS_FILE).is_file():

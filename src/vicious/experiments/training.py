@@ -13,6 +13,7 @@ kill restarts inside the phase that was running.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -55,6 +56,9 @@ def is_global_zero() -> bool:
     return all(os.environ.get(name, "0") == "0" for name in _RANK_VARIABLES)
 
 
+DATA_FILE = "data.json"
+
+
 def _phase_weights(run_dir: Path, phase: Phase) -> Path:
     return run_dir / "checkpoints" / phase / "selected.safetensors"
 
@@ -62,6 +66,7 @@ def _phase_weights(run_dir: Path, phase: Phase) -> Path:
 def prepare_run_dir(config: RunConfig, run_dir: Path, *, resume: bool) -> RunConfig:
     """Create or reopen a run directory; refuses to mix two different runs in one."""
     run_dir = Path(run_dir)
+    _check_accelerator(config.train.accelerator)
     existing = run_dir / CONFIG_FILE
     # A folder where no checkpoint was ever written (e.g. the data was not found) holds nothing to keep.
     if existing.exists() and (run_dir / "checkpoints").exists():
@@ -76,6 +81,18 @@ def prepare_run_dir(config: RunConfig, run_dir: Path, *, resume: bool) -> RunCon
     check_writable(run_dir)
     save_config(config, existing)
     return config
+
+
+def _check_accelerator(accelerator: str) -> None:
+    """Refuse a device that is not there before any data is loaded (Lightning would only say
+    'No supported gpu backend found!' later)."""
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    missing = {"cuda": not cuda, "gpu": not (cuda or mps), "mps": not mps}.get(accelerator, False)
+    if missing:
+        raise ConfigError(
+            f"train.accelerator={accelerator}, but this machine has no such device visible to torch; "
+            "use train.accelerator=auto (or cpu)"
+        )
 
 
 def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -98,6 +115,8 @@ def train_run(config: RunConfig, run_dir: Path, *, resume: bool = False, splits=
         atomic_write_json(run_dir / "environment.json", environment_record(config))
     L.seed_everything(config.seed, workers=True, verbose=False)
     splits = splits or load_splits(config)
+    if writer:
+        _check_same_data(run_dir, splits)
     classifier, decoder = build_models(config, splits)
     summary: dict = {"phases": {}}
     started = time.perf_counter()
@@ -117,6 +136,35 @@ def train_run(config: RunConfig, run_dir: Path, *, resume: bool = False, splits=
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()  # every process returns once the weights are on disk
     return run_dir
+
+
+def data_record(splits) -> dict:
+    """Which images a run trains and is measured on: where they were found, and per split
+    the number of images and a digest of images and labels."""
+    def digest(split) -> str:
+        h = hashlib.sha256(split.images.cpu().contiguous().numpy().tobytes())
+        h.update(split.labels.cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    parts = {"train": splits.train, "val": splits.val, "test": splits.test}
+    return {"source": splits.source, **{name: {"images": len(s), "sha256": digest(s)} for name, s in parts.items()}}
+
+
+def _check_same_data(run_dir: Path, splits) -> None:
+    """A resumed run must see the images it started with: another machine, or a changed
+    --data-root, may find other files (e.g. the embedded subset instead of the full set)."""
+    path, record = run_dir / DATA_FILE, data_record(splits)
+    if path.exists() and (run_dir / "checkpoints").exists():
+        saved = json.loads(path.read_text())
+        changed = [f"{name} ({record[name]['images']} images now, {saved[name]['images']} before)"
+                   for name in ("train", "val", "test") if saved.get(name) != record[name]]
+        if changed:
+            raise ConfigError(
+                f"the data found now ({record['source']}) are not those this run started with "
+                f"({saved.get('source')}): other images in {', '.join(changed)}; "
+                "point --data-root at the original files, or start a new run"
+            )
+    atomic_write_json(path, record)
 
 
 def _write_results(config, run_dir, splits, classifier, decoder, summary, started) -> None:
@@ -196,6 +244,7 @@ def _fit_phase(config, run_dir, phase, splits, classifier, decoder, resume) -> d
         warnings.filterwarnings("ignore", r".*self.log\('val/.*sync_dist=True.*")
         warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
         warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")
+        warnings.filterwarnings("ignore", ".*exists and is not empty.*")  # expected when resuming
         trainer.fit(module, datamodule=data, ckpt_path=last if resume and last.exists() else None)
     if best.best_model_path:
         state = load_state(Path(best.best_model_path))["state_dict"]

@@ -382,10 +382,13 @@ class ImageStatistics:
 
     def _project(self, flat: torch.Tensor, k: int) -> torch.Tensor:
         """``(M, D)`` float64 rows (already centred or differenced) -> ``(M, k)``."""
-        return (flat @ self._eigenvectors[:, :k]) * self._inv_sqrt[:k]
+        return (flat @ self._eigenvectors[:, :k]).mul_(self._inv_sqrt[:k])
 
     def _flat(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(device=self.device).to(torch.float64).clamp(0.0, 1.0).reshape(x.shape[0], -1)
+        flat = x.to(device=self.device).to(torch.float64)
+        # In place (one (M, D) float64 temporary fewer), but never on the caller's tensor.
+        flat = flat.clamp(0.0, 1.0) if flat is x else flat.clamp_(0.0, 1.0)
+        return flat.reshape(x.shape[0], -1)
 
     @torch.no_grad()
     def whiten(

@@ -1,0 +1,132 @@
+"""``vicious audit``: is this classifier vicious? Evidence a user can check.
+
+Opens a user's classifier (TorchScript, ONNX or run directory) as a black box,
+checks it against the dataset, scores it with every detector on the dataset's test
+images (a seeded subset, standing in for the user's own), compares each score with
+the honest reference classifiers of the saved calibration and writes:
+
+    OUT/audit.json   every score, each detector's verdict and thresholds, the overall verdict
+    OUT/audit.html   a self-contained page: score plots against the honest references,
+                     shadow reconstructions from labels and from outputs
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import vicious
+from vicious.data import load_dataset
+from vicious.defences.black_box import open_classifier
+from vicious.defences.calibration import (
+    DECIDING_DETECTOR,
+    Calibration,
+    calibrate,
+    calibration_path,
+    describe,
+    user_images,
+)
+from vicious.defences.outputs import Form
+from vicious.defences.report import audit_page
+from vicious.defences.suite import PRIMARY, build_detectors, score_classifier
+from vicious.experiments.files import atomic_write_json, atomic_write_text, check_writable
+
+VERDICT_RULE = (
+    "per detector: likely-honest if its primary score <= mean + 2 sd of the honest references, likely-vicious "
+    "if > mean + 4 sd, inconclusive between; overall: likely-vicious if any detector says so, likely-honest if "
+    f"{DECIDING_DETECTOR} says so and none says likely-vicious, else inconclusive"
+)
+
+
+def load_or_calibrate(
+    dataset: str, *, image_size: int = 32, calibration_file: Path | None = None, allow_calibrate: bool = False,
+    num_models: int = 4, data_root: str | None = None, echo: Callable[[str], None] = print,
+) -> tuple[Calibration, Path]:
+    """The saved calibration for ``dataset`` (or ``calibration_file``); trains one if allowed and missing."""
+    path = Path(calibration_file) if calibration_file else calibration_path(dataset, image_size)
+    if path.is_file():
+        calibration = Calibration.load(path)
+    elif calibration_file:
+        raise FileNotFoundError(f"no calibration at {path}")
+    elif allow_calibrate:
+        echo(f"no calibration for {dataset} yet; training {num_models} honest reference classifiers (minutes on a CPU)")
+        calibration, path = calibrate(dataset, num_models=num_models, image_size=image_size, data_root=data_root, echo=echo)
+    else:
+        raise FileNotFoundError(
+            f"no calibration for {dataset} at {path}; run 'vicious calibrate --data {dataset}' once "
+            "(trains small honest reference classifiers, minutes on a CPU) or add --calibrate"
+        )
+    if calibration.dataset != dataset or calibration.image_size != image_size:
+        raise ValueError(
+            f"{path} calibrates {calibration.dataset} at {calibration.image_size} px, not {dataset} at {image_size} px; "
+            f"run 'vicious calibrate --data {dataset}'"
+        )
+    return calibration, path
+
+
+def run_audit(
+    model: Path, dataset: str, out: Path, *, image_size: int = 32, data_root: str | None = None,
+    form: Form | None = None, calibration_file: Path | None = None, allow_calibrate: bool = False,
+    num_models: int = 4, echo: Callable[[str], None] = print,
+) -> dict:
+    """Audit ``model`` on ``dataset``; writes OUT/audit.json and OUT/audit.html and returns the audit."""
+    model, out = Path(model), Path(out)
+    check_writable(out)
+    # Cheap checks first: a wrong file or shape fails before any calibration or scoring.
+    splits = load_dataset(dataset, root=data_root, image_size=image_size)
+    classifier = open_classifier(model, splits.info, image_size, form=form)
+    echo(f"{classifier.source}: input (N, {', '.join(map(str, classifier.input_shape))}), "
+         f"{classifier.num_outputs} outputs ({classifier.form})")
+    calibration, calibration_at = load_or_calibrate(
+        dataset, image_size=image_size, calibration_file=calibration_file, allow_calibrate=allow_calibrate,
+        num_models=num_models, data_root=data_root, echo=echo)
+    settings = calibration.settings
+    images, labels = user_images(splits, settings)
+    echo(f"scoring on {len(images)} {dataset} test images")
+    result = score_classifier(classifier, images, settings, labels)
+    verdict, each = calibration.verdicts(result.primary())
+    descriptions = {d.name: d.description for d in build_detectors(settings)}
+    audit = {
+        "model": str(model),
+        "source": classifier.source,
+        "dataset": dataset,
+        "image_size": image_size,
+        "input_shape": list(classifier.input_shape),
+        "num_outputs": classifier.num_outputs,
+        "output_form": classifier.form,
+        "task": classifier.task,
+        "num_images": len(images),
+        "accuracy": result.accuracy,
+        "verdict": verdict,
+        "verdict_rule": VERDICT_RULE,
+        "detectors": {
+            name: {
+                "description": descriptions[name],
+                "primary": PRIMARY[name],
+                "score": scores[PRIMARY[name]],
+                "verdict": each[name],
+                "thresholds": calibration.thresholds[name].model_dump(),
+                "scores": scores,
+                "honest_reference_scores": calibration.honest_scores.get(name, {}),
+            }
+            for name, scores in result.scores.items()
+        },
+        "excess_leakage_details": result.leakage.details,
+        "calibration": {
+            "path": str(calibration_at),
+            "created": calibration.created,
+            "num_references": len(calibration.references),
+            "reference_accuracy": [r.accuracy for r in calibration.references],
+            "reference_training": calibration.reference_training,
+        },
+        "settings": settings.model_dump(),
+        "vicious_version": vicious.__version__,
+    }
+    atomic_write_json(out / "audit.json", audit)
+    atomic_write_text(out / "audit.html", audit_page(audit, result.leakage.examples))
+    echo(f"verdict: {verdict}")
+    for name, entry in audit["detectors"].items():
+        echo(f"  {name:18} {entry['primary']} = {entry['score']:.4g}: {entry['verdict']} "
+             f"({describe(calibration.thresholds[name])})")
+    echo(f"wrote {out / 'audit.json'} and {out / 'audit.html'}")
+    return audit

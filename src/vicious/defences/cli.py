@@ -1,0 +1,77 @@
+"""``vicious audit`` and ``vicious calibrate`` (discovered by :mod:`vicious.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _cmd_audit(args) -> None:
+    from vicious.defences.audit import run_audit
+
+    out = Path(args.out) if args.out else Path(f"audit-{Path(args.model).name.split('.')[0] or 'model'}")
+    run_audit(
+        Path(args.model), args.data, out, image_size=args.image_size, data_root=args.data_root, form=args.form,
+        calibration_file=Path(args.calibration) if args.calibration else None, allow_calibrate=args.calibrate,
+        num_models=args.num_models,
+    )
+
+
+def _cmd_calibrate(args) -> None:
+    from vicious.defences.calibration import calibrate, describe
+    from vicious.defences.suite import make_settings
+
+    settings = make_settings(num_images=args.num_images, shadow_epochs=args.shadow_epochs)
+    calibration, path = calibrate(
+        args.data, num_models=args.num_models, settings=settings, train_limit=args.train_limit, epochs=args.epochs,
+        image_size=args.image_size, data_root=args.data_root,
+    )
+    for name, thresholds in calibration.thresholds.items():
+        print(f"{name:18} {describe(thresholds)}")
+    print(f"calibration saved to {path}")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def register(subparsers) -> None:
+    from vicious.defences.calibration import REFERENCE_EPOCHS, REFERENCE_IMAGES
+
+    audit = subparsers.add_parser(
+        "audit", help="check a classifier (TorchScript, ONNX or run directory) for vicious outputs",
+        description="Score a classifier with every detector on the dataset's test images and compare with honest "
+                    "reference classifiers; writes audit.json and audit.html.",
+    )
+    audit.add_argument("model", help="a TorchScript file (.pt), an ONNX file (.onnx) or a run directory")
+    audit.add_argument("--data", required=True, help="dataset the classifier was trained for, e.g. fashion-mnist")
+    audit.add_argument("--out", help="output folder (default: audit-<model name>)")
+    audit.add_argument("--image-size", type=_positive, default=32, help="side S of the model's input images (default 32)")
+    audit.add_argument("--data-root", help="folder holding the dataset")
+    audit.add_argument("--form", choices=["logits", "probabilities"], help="what the model outputs (default: detected)")
+    audit.add_argument("--calibration", help="a calibration file (default: the cache's calibration/<dataset>.json)")
+    audit.add_argument("--calibrate", action="store_true", help="train the honest references first if no calibration exists")
+    audit.add_argument("--num-models", type=_positive, default=4, help="honest references for --calibrate (default 4)")
+    audit.set_defaults(func=_cmd_audit)
+
+    cal = subparsers.add_parser(
+        "calibrate", help="train honest reference classifiers and save the audit's thresholds",
+        description="Train small honest classifiers (WRN-10-1, CPU-sized), score them with every detector and save "
+                    "the thresholds under the cache directory (VICIOUS_CACHE or ~/.cache/vicious).",
+    )
+    cal.add_argument("--data", required=True, help="dataset name, e.g. fashion-mnist")
+    cal.add_argument("--num-models", type=_positive, default=4, help="honest reference classifiers (default 4, at least 2)")
+    cal.add_argument("--train-limit", type=_positive, default=REFERENCE_IMAGES,
+                     help=f"training images per reference (default {REFERENCE_IMAGES})")
+    cal.add_argument("--epochs", type=_positive, default=REFERENCE_EPOCHS, help=f"epochs per reference (default {REFERENCE_EPOCHS})")
+    cal.add_argument("--num-images", type=_positive, default=3000, help="test images every audit scores on (default 3000)")
+    cal.add_argument("--shadow-epochs", type=_positive, default=30, help="epochs of each shadow decoder (default 30)")
+    cal.add_argument("--image-size", type=_positive, default=32)
+    cal.add_argument("--data-root", help="folder holding the dataset")
+    cal.set_defaults(func=_cmd_calibrate)

@@ -1,0 +1,90 @@
+"""How much a release policy costs the user and the server.
+
+For one trained vicious pair (F, G) and one policy, on the test images:
+
+* accuracy kept: top-1 accuracy of the released vector;
+* (a) the vicious decoder as trained, applied to the released vector;
+* (b) the adaptive server: G fine-tuned on the released outputs of the server's own
+  training images (the policy applied afresh to every batch), then applied to the
+  released test vectors.
+
+Reconstructions are measured with R on the principal subspace and PSNR of the
+mean MSE (METHOD.md).
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import partial
+
+import torch
+from torch import nn
+
+from vicious.attack.objective import reconstruction_loss
+from vicious.defences.outputs import Form
+from vicious.defences.release import ReleasePolicy
+from vicious.defences.shadow import decode, fit_decoder
+from vicious.experiments.config import LossConfig
+from vicious.metrics import ImageStatistics, mse, psnr_from_mse, reconstruction_risk
+from vicious.models import outputs_to_probabilities
+
+
+def observed_form(output: str) -> Form:
+    """The form a server observes for a run's ``output`` setting (``raw`` or ``softmax``)."""
+    return "probabilities" if output == "softmax" else "logits"
+
+
+def observed_decoder(decoder: nn.Module) -> nn.Module:
+    """A copy of G that takes the vector the server observes (probabilities for a
+    ``softmax`` decoder), so that released vectors reach it unchanged."""
+    decoder = copy.deepcopy(decoder).eval()
+    decoder.input_form = "raw"  # the softmax already happened on the device, before the policy
+    return decoder
+
+
+@torch.no_grad()
+def observed_outputs(classifier: nn.Module, images: torch.Tensor, form: Form, task: str = "multiclass",
+                     batch_size: int = 1000) -> torch.Tensor:
+    """What the server observes for float images (N, C, S, S): logits, or probabilities."""
+    classifier.eval()
+    logits = torch.cat([classifier(images[s : s + batch_size]) for s in range(0, len(images), batch_size)])
+    return outputs_to_probabilities(logits, task) if form == "probabilities" else logits
+
+
+def reconstruction_measures(images: torch.Tensor, reconstructions: torch.Tensor, statistics: ImageStatistics,
+                            variance_fraction: float = 0.9) -> dict[str, float]:
+    risk = reconstruction_risk(images, reconstructions, statistics, variant="principal", variance_fraction=variance_fraction)
+    return {"r_principal": float(risk.mean()), "psnr": float(psnr_from_mse(mse(images, reconstructions).mean()))}
+
+
+def evaluate_policy(
+    policy: ReleasePolicy,
+    decoder: nn.Module,
+    form: Form,
+    *,
+    test: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    train: tuple[torch.Tensor, torch.Tensor],
+    statistics: ImageStatistics,
+    retrain_epochs: int = 2,
+    loss: LossConfig | None = None,
+    seed: int = 0,
+    variance_fraction: float = 0.9,
+) -> dict:
+    """Accuracy kept and reconstruction measures against the trained and the retrained decoder.
+
+    test: (observed outputs (N, K), images (N, C, S, S) in [0, 1], labels (N,)).
+    train: the server's (observed outputs, images) for retraining.
+    """
+    loss = loss or LossConfig()
+    outputs, images, labels = test
+    released = policy(outputs, form, "multiclass", torch.Generator().manual_seed(seed))
+    result = {"policy": policy.name, "accuracy": float((released.argmax(dim=1) == labels).float().mean())}
+    trained = observed_decoder(decoder)
+    result["trained"] = reconstruction_measures(images, decode(trained, released), statistics, variance_fraction)
+    retrained = fit_decoder(
+        trained.train(), train[0], train[1], epochs=retrain_epochs, batch_size=250, lr=1e-3, seed=seed + 1,
+        loss=partial(reconstruction_loss, alpha_huber=loss.alpha_huber, alpha_ssim=loss.alpha_ssim, huber_delta=loss.huber_delta),
+        transform=lambda batch, generator: policy(batch, form, "multiclass", generator),
+    )
+    result["retrained"] = reconstruction_measures(images, decode(retrained, released), statistics, variance_fraction)
+    return result

@@ -1,0 +1,90 @@
+"""The audit's HTML page: self-contained (images embedded as base64 PNG)."""
+
+from __future__ import annotations
+
+import base64
+import html
+
+import torch
+
+from vicious.experiments.figures import figure_png, plt, reconstruction_grid
+
+_COLOURS = {"likely-honest": "#1a7f37", "inconclusive": "#9a6700", "likely-vicious": "#cf222e"}
+
+
+def score_plot(audit: dict) -> bytes:
+    """PNG: one row per detector: honest reference scores, thresholds and this model's score."""
+    detectors = audit["detectors"]
+    fig, axes = plt.subplots(len(detectors), 1, figsize=(7, 1.3 * len(detectors) + 0.4), squeeze=False)
+    for ax, (name, entry) in zip(axes[:, 0], detectors.items()):
+        honest = entry["honest_reference_scores"].get(entry["primary"], [])
+        t = entry["thresholds"]
+        ax.scatter(honest, [0] * len(honest), color="grey", label="honest references", zorder=2)
+        ax.axvline(t["likely_honest_at_most"], color=_COLOURS["likely-honest"], ls="--", label="likely-honest up to")
+        ax.axvline(t["likely_vicious_above"], color=_COLOURS["likely-vicious"], ls="--", label="likely-vicious above")
+        ax.scatter([entry["score"]], [0], marker="D", s=70, color=_COLOURS[entry["verdict"]], label="this model", zorder=3)
+        values = [*honest, entry["score"], t["likely_honest_at_most"], t["likely_vicious_above"]]
+        pad = 0.1 * (max(values) - min(values) or 1)
+        ax.set_xlim(min(values) - pad, max(values) + pad)
+        ax.set_yticks([])
+        ax.set_title(f"{name}: {entry['primary']}", fontsize=9, loc="left")
+    axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def audit_page(audit: dict, examples: dict[str, torch.Tensor]) -> str:
+    """The page for an audit dictionary (see :func:`vicious.defences.audit.run_audit`)."""
+    e = html.escape
+    verdict = audit["verdict"]
+    rows = []
+    for name, entry in audit["detectors"].items():
+        for sub, value in entry["scores"].items():
+            honest = entry["honest_reference_scores"].get(sub, [])
+            span = f"{min(honest):.4g} – {max(honest):.4g}" if honest else "–"
+            is_primary = sub == entry["primary"]
+            verdict_cell = (f'<b style="color:{_COLOURS[entry["verdict"]]}">{e(entry["verdict"])}</b>'
+                            if is_primary else "")
+            rows.append(f"<tr><td>{e(name)}</td><td>{'<b>' + e(sub) + '</b>' if is_primary else e(sub)}</td>"
+                        f"<td>{value:.4g}</td><td>{span}</td><td>{verdict_cell}</td></tr>")
+    details = audit["excess_leakage_details"]
+    grid = reconstruction_grid([
+        ("user image", examples["images"]),
+        ("shadow from labels", examples["from_labels"]),
+        ("shadow from outputs", examples["from_outputs"]),
+    ])
+    accuracy = f"{audit['accuracy']:.3f}" if audit.get("accuracy") is not None else "n/a"
+    cal = audit["calibration"]
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>vicious audit: {e(audit['source'])}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #1f2328; }}
+table {{ border-collapse: collapse; margin: 1rem 0; }} td, th {{ border-bottom: 1px solid #d0d7de; padding: .3rem .7rem; text-align: left; }}
+.verdict {{ font-size: 1.6rem; font-weight: bold; color: {_COLOURS[verdict]}; }}
+img {{ max-width: 100%; }} code {{ background: #f6f8fa; padding: 0 .2rem; }}
+</style></head><body>
+<h1>Audit of {e(audit['source'])}</h1>
+<p class="verdict">{e(verdict)}</p>
+<p>Dataset <code>{e(audit['dataset'])}</code>, input (N, {', '.join(map(str, audit['input_shape']))}),
+{audit['num_outputs']} outputs released as {e(audit['output_form'])}; scored on {audit['num_images']} test images
+(accuracy {accuracy}).</p>
+<p><small>Rule: {e(audit['verdict_rule'])}. Calibrated on {cal['num_references']} honest reference classifiers
+({e(str(cal['reference_training']))}), {e(cal['created'])}.</small></p>
+<h2>Scores against the honest references</h2>
+{_img(score_plot(audit), "detector scores against honest reference classifiers")}
+<table><tr><th>detector</th><th>sub-score (bold: primary)</th><th>this model</th><th>honest references (min – max)</th><th>verdict</th></tr>
+{''.join(rows)}</table>
+<h2>What the outputs give away beyond the label</h2>
+<p>Two shadow decoders of the same size, trained on {details['num_train']} of the user's images, one on the predicted
+labels alone and one on the full outputs, then applied to {details['num_eval']} held-out images.
+R principal: {details['r_labels']:.3f} from labels, {details['r_outputs']:.3f} from outputs;
+PSNR: {details['psnr_labels']:.2f} dB from labels, {details['psnr_outputs']:.2f} dB from outputs.
+Sharper reconstructions from the outputs than from the labels mean the outputs carry the image, not just the class.</p>
+{_img(grid, "held-out images and their shadow reconstructions")}
+<p><small>vicious {e(audit['vicious_version'])}; every number is in <code>audit.json</code>.</small></p>
+</body></html>
+"""

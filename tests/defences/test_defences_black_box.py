@@ -1,0 +1,92 @@
+"""Opening a user's classifier: TorchScript, ONNX, refusals with clear errors."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from defences_helpers import export_onnx, export_torchscript, tiny_classifier
+
+from vicious.defences import BlackBox, open_classifier
+
+
+def test_torchscript_outputs_equal_the_module(tmp_path, fashion_info):
+    model = tiny_classifier()
+    export_torchscript(model, tmp_path / "model.pt")
+    box = open_classifier(tmp_path / "model.pt", fashion_info)
+    assert box.input_shape == (1, 32, 32) and box.num_outputs == 10 and box.form == "logits"
+    x = torch.rand(7, 1, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    torch.testing.assert_close(box(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_onnx_outputs_equal_the_module_also_with_a_static_batch(tmp_path, fashion_info):
+    model = tiny_classifier(seed=1)
+    x = torch.rand(10, 1, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    export_onnx(model, tmp_path / "dynamic.onnx")
+    box = open_classifier(tmp_path / "dynamic.onnx", fashion_info, batch_size=3)
+    torch.testing.assert_close(box(x), expected, atol=1e-4, rtol=1e-4)
+    export_onnx(model, tmp_path / "static.onnx", dynamic=False)  # batch fixed at 4: 10 images need padding
+    static = open_classifier(tmp_path / "static.onnx", fashion_info)
+    assert static.fixed_batch and static.batch_size == 4
+    torch.testing.assert_close(static(x), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_probability_outputs_are_detected(tmp_path, fashion_info):
+    model = torch.nn.Sequential(tiny_classifier(), torch.nn.Softmax(dim=1)).eval()
+    export_torchscript(model, tmp_path / "p.pt", channels=1)
+    assert open_classifier(tmp_path / "p.pt", fashion_info).form == "probabilities"
+
+
+def test_a_pickle_is_refused_without_loading_it(tmp_path, fashion_info):
+    torch.save(tiny_classifier().state_dict(), tmp_path / "weights.pt")  # zip with data.pkl
+    with pytest.raises(ValueError, match="not a TorchScript model"):
+        open_classifier(tmp_path / "weights.pt", fashion_info)
+
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('unpickled!')",))
+
+    (tmp_path / "plain.pkl").write_bytes(pickle.dumps(Boom()))
+    with pytest.raises(ValueError, match="pickle, which is never loaded"):
+        open_classifier(tmp_path / "plain.pkl", fashion_info)
+
+
+def test_files_that_are_not_models_are_refused(tmp_path, fashion_info):
+    (tmp_path / "notes.txt").write_text("hello, I am not a classifier\n")
+    with pytest.raises(ValueError, match="not a model"):
+        open_classifier(tmp_path / "notes.txt", fashion_info)
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    with pytest.raises(ValueError, match="not a model"):
+        open_classifier(tmp_path / "empty.onnx", fashion_info)
+    with pytest.raises(FileNotFoundError, match="no model at"):
+        open_classifier(tmp_path / "missing.pt", fashion_info)
+
+
+def test_output_size_must_match_the_dataset(tmp_path, fashion_info):
+    export_torchscript(tiny_classifier(outputs=7), tmp_path / "k7.pt")
+    with pytest.raises(ValueError, match=r"gives 7 outputs per image but fashion-mnist has K = 10 classes"):
+        open_classifier(tmp_path / "k7.pt", fashion_info)
+
+
+def test_input_shape_must_match_the_dataset(tmp_path, fashion_info):
+    rgb = tiny_classifier(channels=3)
+    export_onnx(rgb, tmp_path / "rgb.onnx")
+    with pytest.raises(ValueError, match=r"expects input \(N, 3, 32, 32\) but fashion-mnist images are \(N, 1, 32, 32\)"):
+        open_classifier(tmp_path / "rgb.onnx", fashion_info)
+    export_torchscript(rgb, tmp_path / "rgb.pt")  # TorchScript declares no shape: the probe fails
+    with pytest.raises(ValueError, match=r"failed on fashion-mnist images of shape \(2, 1, 32, 32\)"):
+        open_classifier(tmp_path / "rgb.pt", fashion_info)
+    export_onnx(tiny_classifier(), tmp_path / "s16.onnx", size=16)  # dynamo exports a fixed side
+    with pytest.raises(ValueError, match="height differ"):
+        open_classifier(tmp_path / "s16.onnx", fashion_info)
+
+
+def test_a_black_box_refuses_images_of_the_wrong_shape(fashion_info):
+    box = BlackBox.from_module(tiny_classifier(), fashion_info)
+    with pytest.raises(ValueError, match=r"takes images \(N, 1, 32, 32\), got \(2, 3, 32, 32\)"):
+        box(torch.rand(2, 3, 32, 32))

@@ -1,0 +1,80 @@
+"""Detectors on black boxes whose leakage is known by construction."""
+
+from __future__ import annotations
+
+import torch
+
+from vicious.data import DatasetInfo
+from vicious.defences import BlackBox, ExcessLeakage, Sensitivity, SuiteSettings, score_classifier
+
+INFO = DatasetInfo("toy", 4, 1, "multiclass", ("a", "b", "c", "d"))
+SIDE = 16
+
+
+def toy_images(n: int = 600, seed: int = 0):
+    """Four class templates plus a 3-dimensional smooth variation: (images, labels, variation)."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, SIDE), torch.linspace(0, 1, SIDE), indexing="ij")
+    templates = torch.stack([(xx < 0.5).float(), (yy < 0.5).float(), ((xx - 0.5) ** 2 + (yy - 0.5) ** 2 < 0.1).float(),
+                             ((xx + yy) < 1).float()])
+    basis = torch.stack([torch.sin(3 * xx), torch.cos(4 * yy), torch.sin(5 * (xx + yy))])
+    labels = torch.arange(n) % 4
+    variation = torch.rand(n, 3, generator=g) * 2 - 1
+    images = 0.5 * templates[labels] + 0.25 + 0.12 * torch.einsum("nk,khw->nhw", variation, basis)
+    return images.clamp(0, 1).unsqueeze(1), labels, variation, templates, basis
+
+
+def _boxes(templates: torch.Tensor, basis: torch.Tensor):
+    flat_t = templates.flatten(1)
+    flat_b = basis.flatten(1)
+
+    def classify(images):
+        # nearest template, after the same affine map as toy_images
+        distances = torch.cdist(images.flatten(1), 0.5 * flat_t + 0.25)
+        return 12.0 * torch.nn.functional.one_hot(distances.argmin(dim=1), 4).float()
+
+    def leaky(images):
+        # least-squares coefficients of the variation, appended to the class logits' first 3 entries
+        labels = classify(images).argmax(dim=1)
+        residual = images.flatten(1) - (0.5 * flat_t[labels] + 0.25)
+        coefficients = torch.linalg.lstsq(flat_b.T, residual.T).solution.T
+        logits = classify(images)
+        logits[:, :3] += 2.0 * coefficients
+        return logits
+
+    honest = BlackBox(classify, (1, SIDE, SIDE), 4, "multiclass", "logits", "honest toy")
+    vicious = BlackBox(leaky, (1, SIDE, SIDE), 4, "multiclass", "logits", "vicious toy")
+    return honest, vicious
+
+
+def test_excess_leakage_sees_what_the_outputs_carry_beyond_the_label():
+    images, _, _, templates, basis = toy_images()
+    honest, vicious = _boxes(templates, basis)
+    detector = ExcessLeakage(epochs=60, hidden=64, seed=0)
+    honest_scores = detector.scores(honest, images)
+    vicious_scores = detector.scores(vicious, images)
+    # The honest box releases nothing but the class: both decoders see the same information.
+    assert abs(honest_scores["r_gap"]) < 0.1 and abs(honest_scores["psnr_gap"]) < 0.5
+    assert vicious_scores["r_gap"] > 0.5 and vicious_scores["psnr_gap"] > 3
+
+
+def test_sensitivity_is_higher_for_outputs_that_encode_pixels():
+    images, _, _, templates, basis = toy_images(200)
+    honest, _ = _boxes(templates, basis)
+
+    def pixels(x):  # class logits plus raw pixels of a patch: moves with every shift
+        return honest.predict(x) + 3.0 * x[:, 0, 4, 4:8]
+
+    encoder = BlackBox(pixels, (1, SIDE, SIDE), 4, "multiclass", "logits", "pixel encoder")
+    assert Sensitivity().score(encoder, images) > 5 * Sensitivity().score(honest, images) + 0.01
+
+
+def test_the_suite_scores_every_detector_and_measures_accuracy():
+    images, labels, _, templates, basis = toy_images(160)
+    honest, _ = _boxes(templates, basis)
+    settings = SuiteSettings(num_images=160, sensitivity_images=32, shadow_epochs=2, shadow_hidden=16)
+    result = score_classifier(honest, images, settings, labels)
+    assert result.accuracy == 1.0  # the nearest template is the class by construction
+    assert set(result.scores) == {"output_statistics", "sensitivity", "excess_leakage"}
+    assert set(result.primary()) == set(result.scores)
+    assert result.leakage.examples["from_outputs"].shape[1:] == (1, SIDE, SIDE)
