@@ -15,6 +15,7 @@ Trained runs are kept in --out and reused when the script runs again.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 import warnings
@@ -24,7 +25,13 @@ import torch
 
 from vicious.data import load_dataset
 from vicious.defences import SuiteSettings, open_classifier, roc_auc, score_classifier, tpr_at_fpr
-from vicious.defences.calibration import REFERENCE_EPOCHS, REFERENCE_IMAGES, reference_config
+from vicious.defences.calibration import (
+    DECIDING_DETECTORS,
+    REFERENCE_EPOCHS,
+    REFERENCE_IMAGES,
+    Calibration,
+    reference_config,
+)
 from vicious.defences.release_evaluation import reconstruction_measures
 from vicious.defences.suite import PRIMARY
 from vicious.experiments.files import atomic_write_json
@@ -61,7 +68,10 @@ def main() -> None:
     parser.add_argument("--num-images", type=int, default=2000, help="user images per audit (test split)")
     parser.add_argument("--shadow-epochs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy shared CPU)")
+    parser.add_argument("--seed-offset", type=int, default=0, help="added to every seed: a fresh population")
     parser.add_argument("--only", nargs="*", help="names of the population to use (default: all)")
+    parser.add_argument("--thresholds-from", help="another run's results JSON: calibrate the audit's verdicts on its "
+                        "honest models and apply them to this population (an out-of-sample check)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -78,6 +88,7 @@ def main() -> None:
     for name, regime, output, seed, beta_r, beta_ent in POPULATION:
         if args.only and name not in args.only:
             continue
+        seed += args.seed_offset
         config = reference_config("fashion-mnist", seed, train_limit=args.train_limit, epochs=args.epochs,
                                   image_size=args.image_size, regime=regime, output=output,
                                   overrides={"loss.beta_r": beta_r, "loss.beta_ent": beta_ent, "train.accelerator": "cpu"})
@@ -100,7 +111,8 @@ def main() -> None:
 
     separation = evaluate(rows)
     print_tables(rows, separation)
-    results = {"settings": settings.model_dump(), "image_size": args.image_size, "train_limit": args.train_limit,
+    verdicts = out_of_sample_verdicts(Path(args.thresholds_from), rows, settings) if args.thresholds_from else None
+    results = {"verdicts": verdicts, "settings": settings.model_dump(), "image_size": args.image_size, "seed_offset": args.seed_offset, "train_limit": args.train_limit,
                "epochs": args.epochs, "models": rows, "separation": separation,
                "seconds": round(time.perf_counter() - started, 1)}
     path = Path(args.json) if args.json else out / "bench_detectors.json"
@@ -114,6 +126,28 @@ def server_risk(run_dir: Path, images: torch.Tensor, statistics: ImageStatistics
     with torch.no_grad():
         reconstructions = run.decoder(run.classifier(images))
     return reconstruction_measures(images, reconstructions, statistics)
+
+
+def out_of_sample_verdicts(path: Path, rows: list[dict], settings: SuiteSettings) -> dict:
+    """The audit's verdict rule with thresholds from another population's honest models."""
+    reference = json.loads(path.read_text())
+    honest = [r for r in reference["models"] if r["kind"] == "honest"]
+    scores = {d: {s: [r["scores"][d][s] for r in honest] for s in subs} for d, subs in honest[0]["scores"].items()}
+    calibration = Calibration.from_scores("fashion-mnist", reference["image_size"], settings, scores, [])
+    print(f"\nAudit verdicts, thresholds from the {len(honest)} honest models of {path} "
+          f"(deciding: {', '.join(DECIDING_DETECTORS)})")
+    table: dict = {}
+    for r in rows:
+        overall, each = calibration.verdicts({d: r["scores"][d][PRIMARY[d]] for d in r["scores"]})
+        table[r["name"]] = {"overall": overall, **each}
+        print(f"{r['name']:11} {overall:15} " + "  ".join(f"{d}: {v}" for d, v in each.items()))
+    counts = {kind_: {v: sum(1 for n, t in table.items() if kind(n) == kind_ and t["overall"] == v)
+                      for v in ("likely-honest", "inconclusive", "likely-vicious")}
+              for kind_ in ("honest", "vicious", "adaptive")}
+    for kind_, c in counts.items():
+        print(f"{kind_:9} " + ", ".join(f"{v} {n}" for v, n in c.items()))
+    return {"thresholds_from": str(path), "thresholds": {d: t.model_dump() for d, t in calibration.thresholds.items()},
+            "models": table, "counts": counts}
 
 
 def evaluate(rows: list[dict]) -> dict:

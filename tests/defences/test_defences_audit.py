@@ -18,9 +18,9 @@ VERDICTS = {"likely-honest", "inconclusive", "likely-vicious"}
 @pytest.fixture()
 def calibration_file(tmp_path):
     honest = {
-        "output_statistics": {"within_class_spread": [0.10, 0.12, 0.11]},
-        "sensitivity": {"output_movement": [0.20, 0.22, 0.21]},
-        "excess_leakage": {"r_gap": [0.20, 0.25, 0.22]},
+        "output_statistics": {"logit_norm": [1.9, 2.1, 2.0]},
+        "sensitivity": {"within_class_contrast": [4.0, 4.4, 4.2]},
+        "excess_leakage": {"psnr_gap": [1.5, 1.8, 1.6]},
     }
     refs = [Reference(name=f"honest-{i}", seed=i, accuracy=0.8, run_dir="-") for i in range(3)]
     path = tmp_path / "calibration.json"
@@ -67,7 +67,7 @@ def test_audit_refuses_what_it_cannot_audit(tmp_path, calibration_file, capsys):
     export_onnx(tiny_classifier(channels=3), tmp_path / "rgb.onnx")
     assert main(["audit", str(tmp_path / "rgb.onnx"), *common]) == 2
     assert "expects input (N, 3, 32, 32)" in _error(capsys)
-    assert not (tmp_path / "out" / "audit.json").exists()
+    assert not (tmp_path / "out").exists()  # nothing written for a refused model
 
 
 def test_audit_without_a_calibration_says_how_to_make_one(tmp_path, monkeypatch, capsys):

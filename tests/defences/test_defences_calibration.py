@@ -8,6 +8,7 @@ import pytest
 
 from vicious.defences import SuiteSettings
 from vicious.defences.calibration import Calibration, Reference, calibration_path, thresholds_from
+from vicious.defences.suite import PRIMARY
 from vicious.experiments.config import ConfigError
 
 
@@ -27,9 +28,8 @@ def test_thresholds_are_mean_plus_two_and_four_standard_deviations():
 
 
 def _calibration(**scores) -> Calibration:
-    honest = {d: {"s": values} for d, values in scores.items()}
-    primary_named = {d: {({"output_statistics": "within_class_spread", "sensitivity": "output_movement",
-                           "excess_leakage": "r_gap"}[d]): v["s"]} for d, v in honest.items()}
+    """A calibration whose references scored ``scores[detector]`` on each primary sub-score."""
+    primary_named = {d: {PRIMARY[d]: values} for d, values in scores.items()}
     refs = [Reference(name=f"honest-{i}", seed=i, accuracy=0.8, run_dir="-") for i in range(2)]
     return Calibration.from_scores("fashion-mnist", 32, SuiteSettings(), primary_named, refs)
 
@@ -40,7 +40,10 @@ def test_overall_verdict_rule():
     assert cal.verdicts(honest)[0] == "likely-honest"
     assert cal.verdicts({**honest, "excess_leakage": 5.0}) == (
         "likely-vicious", {"output_statistics": "likely-honest", "sensitivity": "likely-honest", "excess_leakage": "likely-vicious"})
-    assert cal.verdicts({**honest, "sensitivity": 5.0})[0] == "likely-vicious"  # any detector may flag
+    assert cal.verdicts({**honest, "sensitivity": 5.0})[0] == "likely-vicious"  # either deciding detector may flag
+    # output statistics are advisory: their own verdict is reported but does not decide
+    verdict, each = cal.verdicts({**honest, "output_statistics": 5.0})
+    assert verdict == "likely-honest" and each["output_statistics"] == "likely-vicious"
     between = cal.thresholds["excess_leakage"].likely_honest_at_most + 1e-3
     assert cal.verdicts({**honest, "excess_leakage": between})[0] == "inconclusive"
 

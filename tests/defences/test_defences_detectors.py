@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
 from vicious.data import DatasetInfo
 from vicious.defences import BlackBox, ExcessLeakage, Sensitivity, SuiteSettings, score_classifier
+from vicious.defences.sensitivity import perturbations
 
 INFO = DatasetInfo("toy", 4, 1, "multiclass", ("a", "b", "c", "d"))
 SIDE = 16
@@ -58,15 +61,44 @@ def test_excess_leakage_sees_what_the_outputs_carry_beyond_the_label():
     assert vicious_scores["r_gap"] > 0.5 and vicious_scores["psnr_gap"] > 3
 
 
-def test_sensitivity_is_higher_for_outputs_that_encode_pixels():
+def test_within_class_contrast_separates_stable_image_codes_from_pixel_noise():
     images, _, _, templates, basis = toy_images(200)
     honest, _ = _boxes(templates, basis)
 
-    def pixels(x):  # class logits plus raw pixels of a patch: moves with every shift
-        return honest.predict(x) + 3.0 * x[:, 0, 4, 4:8]
+    def box(feature, name):
+        return BlackBox(lambda x: honest.predict(x) + feature(x), (1, SIDE, SIDE), 4, "multiclass", "logits", name)
 
-    encoder = BlackBox(pixels, (1, SIDE, SIDE), 4, "multiclass", "logits", "pixel encoder")
-    assert Sensitivity().score(encoder, images) > 5 * Sensitivity().score(honest, images) + 0.01
+    # A smooth image statistic (what a decoder needs) barely moves under a one-pixel shift;
+    # a single pixel (noise about the image) moves as much as it varies between images.
+    direction = torch.tensor([1.0, -1.0, 0.0, 0.0])  # log-odds are centred: a constant shift would vanish
+    stable = box(lambda x: 3.0 * x[:, 0, :, : SIDE // 2].mean(dim=(1, 2))[:, None] * direction, "stable")
+    pixel = box(lambda x: 3.0 * x[:, 0, 4, 4:8], "pixel")
+    detector = Sensitivity(num_images=200)
+    assert detector.score(stable, images) > 3 * detector.score(pixel, images)
+
+
+def test_sensitivity_scores_against_numpy():
+    images, _, _, templates, basis = toy_images(120)
+    honest, _ = _boxes(templates, basis)
+    box = BlackBox(lambda x: honest.predict(x) + 2.0 * x[:, 0, 2:6, 8], (1, SIDE, SIDE), 4, "multiclass", "logits", "b")
+    scores = Sensitivity(num_images=120).scores(box, images)
+    z0 = box(images).double().numpy()
+    z0 = z0 - z0.mean(axis=1, keepdims=True)
+    labels = z0.argmax(axis=1)
+    d = np.linalg.norm(z0[:, None] - z0[None], axis=2)
+    off = ~np.eye(len(z0), dtype=bool)
+    within = d[off & (labels[:, None] == labels[None])].mean()
+    moves, flips = [], []
+    for perturb in perturbations().values():
+        z1 = box(perturb(images)).double().numpy()
+        z1 = z1 - z1.mean(axis=1, keepdims=True)
+        stays = z1.argmax(axis=1) == labels
+        moves.append(np.linalg.norm(z1 - z0, axis=1)[stays])
+        flips.append(1 - stays.mean())
+    movement = np.concatenate(moves).mean()
+    assert scores["within_class_contrast"] == pytest.approx(within / movement, rel=1e-6)
+    assert scores["output_movement"] == pytest.approx(movement / d[off].mean(), rel=1e-6)
+    assert scores["label_flip_rate"] == pytest.approx(np.mean(flips), abs=1e-12)
 
 
 def test_the_suite_scores_every_detector_and_measures_accuracy():

@@ -19,7 +19,7 @@ import vicious
 from vicious.data import load_dataset
 from vicious.defences.black_box import open_classifier
 from vicious.defences.calibration import (
-    DECIDING_DETECTOR,
+    DECIDING_DETECTORS,
     Calibration,
     calibrate,
     calibration_path,
@@ -33,8 +33,8 @@ from vicious.experiments.files import atomic_write_json, atomic_write_text, chec
 
 VERDICT_RULE = (
     "per detector: likely-honest if its primary score <= mean + 2 sd of the honest references, likely-vicious "
-    "if > mean + 4 sd, inconclusive between; overall: likely-vicious if any detector says so, likely-honest if "
-    f"{DECIDING_DETECTOR} says so and none says likely-vicious, else inconclusive"
+    f"if > mean + 4 sd, inconclusive between; overall, from the deciding detectors ({', '.join(DECIDING_DETECTORS)}): "
+    "likely-vicious if any says so, likely-honest if all say so, else inconclusive; the others are advisory"
 )
 
 
@@ -71,10 +71,10 @@ def run_audit(
 ) -> dict:
     """Audit ``model`` on ``dataset``; writes OUT/audit.json and OUT/audit.html and returns the audit."""
     model, out = Path(model), Path(out)
-    check_writable(out)
     # Cheap checks first: a wrong file or shape fails before any calibration or scoring.
     splits = load_dataset(dataset, root=data_root, image_size=image_size)
     classifier = open_classifier(model, splits.info, image_size, form=form)
+    check_writable(out)
     echo(f"{classifier.source}: input (N, {', '.join(map(str, classifier.input_shape))}), "
          f"{classifier.num_outputs} outputs ({classifier.form})")
     calibration, calibration_at = load_or_calibrate(
@@ -105,6 +105,7 @@ def run_audit(
                 "primary": PRIMARY[name],
                 "score": scores[PRIMARY[name]],
                 "verdict": each[name],
+                "role": "deciding" if name in DECIDING_DETECTORS else "advisory",
                 "thresholds": calibration.thresholds[name].model_dump(),
                 "scores": scores,
                 "honest_reference_scores": calibration.honest_scores.get(name, {}),
@@ -126,7 +127,7 @@ def run_audit(
     atomic_write_text(out / "audit.html", audit_page(audit, result.leakage.examples))
     echo(f"verdict: {verdict}")
     for name, entry in audit["detectors"].items():
-        echo(f"  {name:18} {entry['primary']} = {entry['score']:.4g}: {entry['verdict']} "
+        echo(f"  {name:18} ({entry['role']}) {entry['primary']} = {entry['score']:.4g}: {entry['verdict']} "
              f"({describe(calibration.thresholds[name])})")
     echo(f"wrote {out / 'audit.json'} and {out / 'audit.html'}")
     return audit

@@ -18,10 +18,14 @@ of the n honest reference scores (sigma at least 1e-3 * max(1, |mu|)),
 
 With normally distributed honest scores, 2.3 % of honest classifiers land above
 the first threshold and 0.003 % above the second (more with few references:
-calibrate with more models to tighten them). Overall verdict: likely-vicious if
-any detector says so; likely-honest if the excess-leakage detector (the one
-validated by ``benchmarks/bench_detectors.py``) says so and no detector says
-likely-vicious; inconclusive otherwise.
+calibrate with more models to tighten them).
+
+Overall verdict, from the *deciding* detectors (those that separated honest from
+vicious and adaptive classifiers in ``benchmarks/bench_detectors.py``: excess
+leakage and sensitivity): likely-vicious if any of them says so, likely-honest if
+all of them say so, inconclusive otherwise. The output statistics are *advisory*:
+shown with their own verdict, they do not change the overall one (their scale
+depends on how long a classifier was trained).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from vicious.experiments.config import ConfigError, RunConfig, apply_overrides
 from vicious.experiments.files import atomic_write_json
 
 Verdict = Literal["likely-honest", "inconclusive", "likely-vicious"]
-DECIDING_DETECTOR = "excess_leakage"
+DECIDING_DETECTORS = ("excess_leakage", "sensitivity")
 HONEST_SIGMAS, VICIOUS_SIGMAS = 2.0, 4.0
 # The honest population of benchmarks/bench_detectors.py is trained the same way.
 REFERENCE_IMAGES, REFERENCE_EPOCHS = 5000, 4
@@ -110,9 +114,10 @@ class Calibration(BaseModel):
     def verdicts(self, primary_scores: dict[str, float]) -> tuple[Verdict, dict[str, Verdict]]:
         """(overall verdict, verdict of each detector) for {detector: primary score}."""
         each = {d: self.thresholds[d].verdict(s) for d, s in primary_scores.items() if d in self.thresholds}
-        if "likely-vicious" in each.values():
+        deciding = [each.get(d, "inconclusive") for d in DECIDING_DETECTORS]
+        if "likely-vicious" in deciding:
             return "likely-vicious", each
-        if each.get(DECIDING_DETECTOR) == "likely-honest":
+        if all(v == "likely-honest" for v in deciding):
             return "likely-honest", each
         return "inconclusive", each
 

@@ -14,9 +14,13 @@ sees everything the labels decoder sees, so the gap is what the outputs carry
 beyond the task. An honest classifier leaks little beyond its labels; a vicious
 one, trained so that a decoder can invert it, leaks much more.
 
-Sub-scores (higher = more suspicious): ``r_gap`` = R(outputs) - R(labels),
-``r_ratio`` = R(outputs) / R(labels) - 1, ``psnr_gap`` = PSNR(outputs) - PSNR(labels)
-in dB (the paper's PSNR of the mean MSE), and ``r_outputs`` = R(outputs).
+Sub-scores (higher = more suspicious): ``psnr_gap`` (primary) = PSNR(outputs) -
+PSNR(labels) in dB (the paper's PSNR of the mean MSE), ``r_gap`` = R(outputs) -
+R(labels), ``r_ratio`` = R(outputs) / R(labels) - 1 and ``r_outputs`` = R(outputs).
+The PSNR gap is the primary score because it separated honest from vicious and
+adaptive classifiers in two independent populations of benchmarks/bench_detectors.py
+(AUC 1.0 in both), where the R gap, a mean of heavy-tailed per-image ratios,
+reached 0.97 and 0.89-0.94.
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ def within_class_residuals(
 
 class ExcessLeakage(Detector):
     name = "excess_leakage"
-    primary = "r_gap"
+    primary = "psnr_gap"
     description = "shadow decoders on the outputs vs on the labels alone: the gap in R principal and PSNR"
 
     def __init__(

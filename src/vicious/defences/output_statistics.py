@@ -8,8 +8,10 @@ inputs of the same predicted class. Sub-scores (higher = more suspicious):
   Bernoulli entropy over log 2), in [0, 1];
 * ``low_confidence``: 1 - mean top-1 probability (multilabel: 1 - mean
   probability of the predicted value of each attribute);
-* ``logit_norm``: mean Euclidean norm of the log-odds over sqrt(K) (a direction
-  the measurements test: larger logits can carry more);
+* ``logit_norm`` (primary): mean Euclidean norm of the log-odds over sqrt(K). An
+  attacker that hides behind confident, low-entropy outputs (the entropy penalty
+  beta_ent) must make the logits large to keep the image in them; its scale also
+  grows with how long a classifier was trained, so compare like with like;
 * ``within_class_spread``: share of the log-odds variance left inside the
   predicted classes, sum_i |z_i - mu_c(i)|^2 / sum_i |z_i - mu|^2, in [0, 1];
 * ``effective_rank``: effective rank (exp of the entropy of the normalised
@@ -82,7 +84,7 @@ class OutputStatistics(Detector):
     """Scores the outputs of the user's own images; needs no reference data."""
 
     name = "output_statistics"
-    primary = "within_class_spread"
+    primary = "logit_norm"
     description = "entropy, confidence, logit norm, within-class spread and effective rank of the outputs"
 
     def scores(self, classifier: BlackBox, images: torch.Tensor, outputs: torch.Tensor | None = None) -> dict[str, float]:

@@ -27,7 +27,7 @@ def score_plot(audit: dict) -> bytes:
         pad = 0.1 * (max(values) - min(values) or 1)
         ax.set_xlim(min(values) - pad, max(values) + pad)
         ax.set_yticks([])
-        ax.set_title(f"{name}: {entry['primary']}", fontsize=9, loc="left")
+        ax.set_title(f"{name} ({entry['role']}): {entry['primary']}", fontsize=9, loc="left")
     axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return figure_png(fig)
@@ -49,7 +49,7 @@ def audit_page(audit: dict, examples: dict[str, torch.Tensor]) -> str:
             is_primary = sub == entry["primary"]
             verdict_cell = (f'<b style="color:{_COLOURS[entry["verdict"]]}">{e(entry["verdict"])}</b>'
                             if is_primary else "")
-            rows.append(f"<tr><td>{e(name)}</td><td>{'<b>' + e(sub) + '</b>' if is_primary else e(sub)}</td>"
+            rows.append(f"<tr><td>{e(name)} ({e(entry['role'])})</td><td>{'<b>' + e(sub) + '</b>' if is_primary else e(sub)}</td>"
                         f"<td>{value:.4g}</td><td>{span}</td><td>{verdict_cell}</td></tr>")
     details = audit["excess_leakage_details"]
     grid = reconstruction_grid([

@@ -1,21 +1,27 @@
 """Sensitivity: how much the outputs move under small, label-preserving changes.
 
-An honest classifier is trained to be invariant to nuisances; a vicious one must
-encode the image, so a one-pixel shift or a slight blur moves its outputs even
-where the predicted class stays put. For each perturbation (Gaussian noise, a
-slight blur, one-pixel shifts in four directions) and image:
+For each perturbation (Gaussian noise, a slight blur, one-pixel shifts in four
+directions) and image, three movements: the Euclidean distance between the
+log-odds before and after, the total-variation distance between the
+probabilities, and whether the predicted class changed.
 
-* output movement: the Euclidean distance between the log-odds before and after,
-  over the mean distance between the log-odds of two different images (so the
-  score does not depend on the scale of the logits);
-* probability movement: the total-variation distance between the probabilities;
-* label movement: whether the predicted class changed.
+The first hypothesis was that a vicious classifier, which must encode the image,
+moves more. Measured (benchmarks/bench_detectors.py), the opposite holds: relative
+to how different the outputs of two images of the same class are, a vicious
+classifier moves *less*: its within-class variation is signal about the image,
+stable under nuisances, where an honest classifier's is closer to noise. So the
+primary sub-score is that ratio, a within-class signal-to-perturbation ratio.
 
-Sub-scores (higher = more suspicious), means over perturbations and images:
-``output_movement`` and ``probability_movement`` over images whose predicted
-class did not change; ``label_flip_rate``; ``movement_per_flip``, the output
-movement over all images divided by the label flip rate (plus 1/N, so that a
-classifier whose labels never move scores its movement times N).
+Sub-scores (means over perturbations and over images whose predicted class stayed):
+
+* ``within_class_contrast`` (primary): mean log-odds distance between two different
+  images predicted as the same class, over the mean log-odds movement;
+* ``output_movement``: log-odds movement over the mean distance between the outputs
+  of two random images (measured lower for vicious classifiers);
+* ``probability_movement``: total-variation movement of the probabilities;
+* ``label_flip_rate``: share of perturbations that change the predicted class;
+* ``movement_per_flip``: the output movement over all images divided by the flip
+  rate plus 1/N (how much the outputs move relative to how much the class moves).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from torchvision.transforms.v2.functional import gaussian_blur
 
 from vicious.defences.black_box import BlackBox
 from vicious.defences.detector import Detector, check_images
+from vicious.defences.output_statistics import group_ids
 from vicious.defences.outputs import log_odds, predicted_labels, probabilities
 
 Perturbation = Callable[[torch.Tensor], torch.Tensor]
@@ -58,31 +65,39 @@ def perturbations(noise_sigma: float = 0.03, blur_sigma: float = 0.5, seed: int 
     }
 
 
-def movement(before: torch.Tensor, after: torch.Tensor, form, task, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Per-image movements between two output batches (N, K): ``output`` (normalised
-    log-odds distance), ``probability`` (total variation) and ``flipped`` (0/1)."""
+def movement(before: torch.Tensor, after: torch.Tensor, form, task) -> dict[str, torch.Tensor]:
+    """Per-image movements between two output batches (N, K): ``output`` (log-odds
+    distance), ``probability`` (total variation) and ``flipped`` (0/1)."""
     z0, z1 = log_odds(before, form, task).double(), log_odds(after, form, task).double()
     p0, p1 = probabilities(before, form, task).double(), probabilities(after, form, task).double()
-    # Scale: the mean distance between the outputs of two different images.
-    n = len(z0)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    others = torch.where(order == torch.arange(n), (order + 1) % n, order)
-    scale = (z0 - z0[others]).norm(dim=1).mean().clamp_min(1e-12)
     labels0, labels1 = predicted_labels(before, form, task), predicted_labels(after, form, task)
     flipped = labels0 != labels1 if labels0.ndim == 1 else (labels0 != labels1).any(dim=1)
     if task == "multilabel":
         variation = (p1 - p0).abs().mean(dim=1)
     else:
         variation = (p1 - p0).abs().sum(dim=1) / 2
-    return {"output": (z1 - z0).norm(dim=1) / scale, "probability": variation, "flipped": flipped.double()}
+    return {"output": (z1 - z0).norm(dim=1), "probability": variation, "flipped": flipped.double()}
+
+
+def output_scales(outputs: torch.Tensor, form, task) -> tuple[float, float]:
+    """(mean log-odds distance between two different images, the same for two different
+    images with the same predicted class); the second is NaN if no class has two images."""
+    z = log_odds(outputs, form, task).double()
+    distances = torch.cdist(z, z)
+    groups = group_ids(predicted_labels(outputs, form, task))
+    different = ~torch.eye(len(z), dtype=torch.bool)
+    same_class = different & (groups[:, None] == groups[None, :])
+    within = distances[same_class].mean() if same_class.any() else torch.tensor(float("nan"))
+    return float(distances[different].mean()), float(within)
 
 
 class Sensitivity(Detector):
     """Scores how the outputs respond to perturbed copies of the user's images."""
 
     name = "sensitivity"
-    primary = "output_movement"
-    description = "output movement under noise, slight blur and one-pixel shifts, where the predicted class stays"
+    primary = "within_class_contrast"
+    description = ("within-class output spread over output movement under noise, slight blur and one-pixel shifts "
+                   "(where the predicted class stays)")
 
     def __init__(self, *, num_images: int = 500, noise_sigma: float = 0.03, blur_sigma: float = 0.5, seed: int = 0) -> None:
         self.num_images, self.noise_sigma, self.blur_sigma, self.seed = num_images, noise_sigma, blur_sigma, seed
@@ -90,19 +105,23 @@ class Sensitivity(Detector):
     def scores(self, classifier: BlackBox, images: torch.Tensor, outputs: torch.Tensor | None = None) -> dict[str, float]:
         images = check_images(images, classifier)[: self.num_images]
         before = classifier(images) if outputs is None else outputs[: self.num_images]
+        form, task = classifier.form, classifier.task
+        overall, within = output_scales(before, form, task)
         kept, variation, flips, moved = [], [], [], []
         for perturb in perturbations(self.noise_sigma, self.blur_sigma, self.seed).values():
-            m = movement(before, classifier(perturb(images)), classifier.form, classifier.task, self.seed)
+            m = movement(before, classifier(perturb(images)), form, task)
             stays = m["flipped"] == 0
             kept.append(m["output"][stays])
             variation.append(m["probability"][stays])
             flips.append(m["flipped"].mean())
             moved.append(m["output"].mean())
+        kept_movement = float(torch.cat(kept).mean()) if sum(len(k) for k in kept) else 0.0
         flip_rate = float(torch.stack(flips).mean())
-        kept_all, variation_all = torch.cat(kept), torch.cat(variation)
+        tiny = 1e-12
         return {
-            "output_movement": float(kept_all.mean()) if len(kept_all) else 0.0,
-            "probability_movement": float(variation_all.mean()) if len(variation_all) else 0.0,
+            "within_class_contrast": within / max(kept_movement, tiny) if within == within else 0.0,
+            "output_movement": kept_movement / max(overall, tiny),
+            "probability_movement": float(torch.cat(variation).mean()) if sum(len(v) for v in variation) else 0.0,
             "label_flip_rate": flip_rate,
-            "movement_per_flip": float(torch.stack(moved).mean()) / (flip_rate + 1 / len(images)),
+            "movement_per_flip": float(torch.stack(moved).mean()) / max(overall, tiny) / (flip_rate + 1 / len(images)),
         }

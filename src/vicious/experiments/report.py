@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import html
 import json
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -86,10 +87,11 @@ def _per_sample(record: RunRecord) -> dict[str, list[float]]:
 
 
 class _Reconstructor:
-    """Opens runs and reconstructs chosen test images, loading each dataset split once."""
+    """Opens runs and reconstructs chosen test images, reusing the last few loaded test splits."""
 
-    def __init__(self) -> None:
-        self._splits: dict[str, object] = {}
+    def __init__(self, keep: int = 4) -> None:
+        self._splits: OrderedDict[str, object] = OrderedDict()
+        self.keep = keep
 
     def __call__(self, record: RunRecord, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         from vicious.experiments.config import load_config
@@ -99,7 +101,13 @@ class _Reconstructor:
         config = load_config(record.path / "config.yaml", check_version=False)
         key = json.dumps([config.data.model_dump(), config.seed], sort_keys=True)
         if key not in self._splits:
-            self._splits[key] = load_splits(config)
+            splits = load_splits(config)
+            # Only the test images are shown: drop the training images (CelebA's are 0.5 GB per K).
+            self._splits[key] = dataclasses.replace(splits, train=splits.train.subset(1, 0),
+                                                    val=splits.val.subset(1, 0))
+            if len(self._splits) > self.keep:
+                self._splits.popitem(last=False)
+        self._splits.move_to_end(key)
         run = open_run(record.path, self._splits[key])
         images = run.splits.test.images[torch.as_tensor(list(indices), dtype=torch.long)]
         _, x_rec = reconstruct(run, images)
