@@ -7,7 +7,7 @@ shape. Every policy keeps the top-1 class except noise (which may flip it).
 | policy | logits | probabilities |
 |---|---|---|
 | ``none`` | unchanged | unchanged |
-| ``top-k`` | others set to the k-th largest logit | others set to ``fill`` (0) |
+| ``top-k`` | others set to the k-th largest logit - ``logit_gap`` (10) | others set to ``fill`` (0) |
 | ``label-only`` | one-hot of the predicted class | the same |
 | ``round-d`` | values rounded to d decimals | the same |
 | ``temperature-t`` | logits / t | softmax(log p / t) |
@@ -58,6 +58,7 @@ class Identity(ReleasePolicy):
 class TopK(ReleasePolicy):
     k: int
     fill: float = 0.0
+    logit_gap: float = 10.0
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -72,8 +73,9 @@ class TopK(ReleasePolicy):
             raise ValueError("top-k applies to classes; for attributes use label-only, rounding or noise")
         k = min(self.k, outputs.shape[1])
         values, index = outputs.topk(k, dim=1)
-        # Logits: the k-th largest value carries nothing beyond the kept ones.
-        fill = values[:, -1:] if form == "logits" else torch.full_like(values[:, -1:], self.fill)
+        # Logits: a fixed gap below the k-th largest value carries nothing beyond the kept
+        # ones and keeps the predicted class on top (e^-10: a probability near 0).
+        fill = values[:, -1:] - self.logit_gap if form == "logits" else torch.full_like(values[:, -1:], self.fill)
         return fill.expand_as(outputs).clone().scatter_(1, index, values)
 
 
