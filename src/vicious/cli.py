@@ -151,6 +151,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_lightning()
+    try:
+        args.func(args)
+    except BaseException as err:  # noqa: BLE001 - classified below; anything unexpected is re-raised
+        status = _exit_status(err)
+        if status is None:
+            raise
+        return status
+    return 0
+
+
+def _exit_status(err: BaseException) -> int | None:
+    """Print one line for an error a user can act on and return the exit status; None otherwise.
+
+    Imported here, not at start-up, so that quick commands need not load Lightning."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -158,22 +172,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     from vicious.experiments.checkpoints import UnsafeFileError
     from vicious.experiments.config import ConfigError
 
-    try:
-        args.func(args)
-    except TrainingDiverged as err:  # the input was fine; training itself failed
+    if isinstance(err, TrainingDiverged):  # the input was fine; training itself failed
         print(f"vicious: error: {_one_line(err)}", file=sys.stderr)
         return 1
-    except (ConfigError, UnsafeFileError, ValueError, FileNotFoundError, OSError, MisconfigurationException) as err:
+    if isinstance(err, (ConfigError, UnsafeFileError, ValueError, FileNotFoundError, OSError,
+                        MisconfigurationException)):
         # MisconfigurationException: Lightning refusing a setting it cannot use here.
         print(f"vicious: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    if isinstance(err, KeyboardInterrupt):
         print("vicious: interrupted; finished checkpoints are kept (resume with --resume)", file=sys.stderr)
         return 130
-    except SIGTERMException:  # a SystemExit without a code: it would exit with status 0, as if finished
+    if isinstance(err, SIGTERMException):  # a SystemExit without a code: it would exit 0, as if finished
         print("vicious: terminated (SIGTERM); finished checkpoints are kept (resume with --resume)", file=sys.stderr)
         return 143
-    return 0
+    return None
 
 
 def _one_line(err: BaseException) -> str:

@@ -52,7 +52,7 @@ Verdict = Literal["likely-honest", "inconclusive", "likely-vicious"]
 DECIDING_DETECTORS = ("excess_leakage", "sensitivity")
 HONEST_SIGMAS, VICIOUS_SIGMAS = 2.0, 4.0
 # The honest population of benchmarks/bench_detectors.py is trained the same way.
-REFERENCE_IMAGES, REFERENCE_EPOCHS = 5000, 4
+REFERENCE_IMAGES, REFERENCE_EPOCHS = 5000, 4  # also in vicious.defences.cli
 
 
 class Thresholds(BaseModel):

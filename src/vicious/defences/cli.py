@@ -41,9 +41,11 @@ def _positive(text: str) -> int:
     return value
 
 
-def register(subparsers) -> None:
-    from vicious.defences.calibration import REFERENCE_EPOCHS, REFERENCE_IMAGES
+# Defaults of vicious.defences.calibration, repeated so that building the parser imports no torch.
+REFERENCE_IMAGES, REFERENCE_EPOCHS = 5000, 4
 
+
+def register(subparsers) -> None:
     audit = subparsers.add_parser(
         "audit", help="check a classifier (TorchScript, ONNX or run directory) for vicious outputs",
         description="Score a classifier with every detector on the dataset's test images and compare with honest "
