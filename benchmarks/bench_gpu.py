@@ -61,11 +61,20 @@ def step_section(args, device, peak) -> list[dict]:
         Variant("ours bf16", "ours", "bf16"),
         Variant("ours bf16 channels-last", "ours", "bf16", channels_last=True),
     ]
-    if not args.skip_compile:
-        variants.append(Variant("ours bf16 cl compiled", "ours", "bf16", channels_last=True, compile=True))
-    rows = measure(args.model, variants, device=device, batch=args.batch, channels=3, size=32,
-                   warmup=args.warmup, steps=args.steps, rounds=args.rounds, peak_flops=peak)
+    settings = dict(device=device, batch=args.batch, channels=3, size=32, warmup=args.warmup, steps=args.steps,
+                    rounds=args.rounds, peak_flops=peak)
+    rows = measure(args.model, variants, **settings)
     print_table(rows)
+    if not args.skip_compile:
+        # Apart, so that a compiler failure keeps the rows above; eager again beside it, in turns.
+        try:
+            compiled = measure(args.model, [variants[-1], Variant("ours bf16 cl compiled", "ours", "bf16",
+                                                                  channels_last=True, compile=True)], **settings)
+            print_table(compiled)
+            rows += compiled
+        except Exception:
+            rows.append({"name": "ours bf16 cl compiled", "error": traceback.format_exc()})
+            print(rows[-1]["error"], file=sys.stderr)
     return rows
 
 
