@@ -15,24 +15,13 @@ classifiers (:mod:`vicious.defences.calibration`). Release policies
 (:mod:`vicious.defences.release`) blunt what leaves the device.
 """
 
-import importlib
-
-# Imported on first use, so that `vicious --help` and the other commands stay fast.
-_EXPORTS = {
-    "BlackBox": "black_box", "open_classifier": "black_box", "Detector": "detector",
-    "ExcessLeakage": "excess_leakage", "LeakageAssessment": "excess_leakage",
-    "OutputStatistics": "output_statistics", "effective_rank": "output_statistics",
-    "output_statistics": "output_statistics", "roc_auc": "roc", "tpr_at_fpr": "roc",
-    "Sensitivity": "sensitivity", "SuiteResult": "suite", "SuiteSettings": "suite",
-    "build_detectors": "suite", "score_classifier": "suite",
-}
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'vicious.defences' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"vicious.defences.{_EXPORTS[name]}"), name)
-
+from vicious.defences.black_box import BlackBox, open_classifier
+from vicious.defences.detector import Detector
+from vicious.defences.excess_leakage import ExcessLeakage, LeakageAssessment
+from vicious.defences.output_statistics import OutputStatistics, effective_rank, output_statistics
+from vicious.defences.roc import roc_auc, tpr_at_fpr
+from vicious.defences.sensitivity import Sensitivity
+from vicious.defences.suite import SuiteResult, SuiteSettings, build_detectors, score_classifier
 
 __all__ = [
     "BlackBox",
