@@ -4,10 +4,10 @@
 
 Runs ``vicious demo --quiet`` in a temporary folder (or --keep DIR) as a separate
 process, so the figure includes start-up and data loading as a user sees them.
-Reports the wall time, the CPU time (which other jobs' load does not inflate: CPU time
-over the cores used is the wall time on an idle machine), the training time of each
-run (from its training.json), the demo's own table and the load average before and
-after (the machine may be shared).
+Reports the wall time, the CPU time, the training time of each run (from its
+training.json), the demo's own table and the load average before and after: on a
+shared machine other jobs' load inflates the wall time many times over (and the CPU
+time too, oversubscribed threads spin).
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ def run_demo(out: Path, overrides: list[str]) -> dict:
         "benchmark": "demo",
         "command": " ".join(command[1:]),
         "wall_seconds": wall,
-        # CPU time does not grow with other jobs' load as wall time does: / cores = wall on an idle machine.
         "cpu_seconds": cpu,
         "train_seconds": runs,
         "cpu_count": os.cpu_count(),

@@ -24,7 +24,7 @@ def _cmd_train(args) -> None:
     from vicious.experiments.config import apply_overrides, load_config
     from vicious.experiments.evaluation import evaluate_run
     from vicious.experiments.presets import get_preset
-    from vicious.experiments.training import train_run
+    from vicious.experiments.training import is_global_zero, train_run
 
     if args.preset and args.config:
         raise ValueError("give either --preset or --config, not both")
@@ -43,7 +43,7 @@ def _cmd_train(args) -> None:
         overrides.append("data.download=true")
     config = apply_overrides(config, overrides)
     run_dir = train_run(config, Path(args.out), resume=args.resume)
-    if not args.no_evaluate:
+    if not args.no_evaluate and is_global_zero():  # under DDP, one process evaluates
         _print_metrics(evaluate_run(run_dir))
 
 
