@@ -184,17 +184,23 @@ def save_config(config: RunConfig, path: Path) -> None:
     atomic_write_text(Path(path), yaml.safe_dump(config.model_dump(), sort_keys=False))
 
 
-def load_config(path: Path, *, check_version: bool = True) -> RunConfig:
-    """Read a config written by ``save_config``; refuses other major.minor versions by name."""
-    path = Path(path)
+def read_yaml_mapping(path: Path, what: str, not_mapping: str) -> dict:
+    """A YAML file holding a mapping, read safely; errors name the file (``what`` and
+    ``not_mapping`` word them for the caller)."""
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"{what} not found: {path}")
     try:
         values = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
     if not isinstance(values, dict):
-        raise ConfigError(f"{path} does not hold a config mapping")
+        raise ConfigError(f"{path} {not_mapping}")
+    return values
+
+
+def load_config(path: Path, *, check_version: bool = True) -> RunConfig:
+    """Read a config written by ``save_config``; refuses other major.minor versions by name."""
+    values = read_yaml_mapping(Path(path), "config file", "does not hold a config mapping")
     written = str(values.get("version", "unknown"))
     if check_version and _major_minor(written) != _major_minor(vicious.__version__):
         raise ConfigError(

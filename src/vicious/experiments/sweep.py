@@ -44,7 +44,7 @@ from typing import Any, Protocol
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from vicious.experiments.config import ConfigError, RunConfig, apply_overrides, parse_override
+from vicious.experiments.config import ConfigError, RunConfig, apply_overrides, parse_override, read_yaml_mapping
 from vicious.experiments.files import atomic_write_json, atomic_write_text, check_writable
 from vicious.experiments.presets import get_preset
 
@@ -90,14 +90,7 @@ class Cell:
 def load_grid(path: Path) -> Grid:
     """Read and validate a grid file; errors name the file and the key."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"grid file not found: {path}")
-    try:
-        values = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path} must hold a mapping with at least 'preset' (see grids/small.yaml)")
+    values = read_yaml_mapping(path, "grid file", "must hold a mapping with at least 'preset' (see grids/small.yaml)")
     try:
         return Grid.model_validate(values)
     except ValidationError as err:
