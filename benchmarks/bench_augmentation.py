@@ -15,7 +15,6 @@ speed-up over the reference; prints a table and optionally writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -31,6 +30,7 @@ from reference_augmentation import build_aug_set, reference_augment  # noqa: E40
 from torchvision import transforms as T  # noqa: E402
 
 from vicious.data.augment import augment_batch  # noqa: E402
+from vicious.experiments.files import atomic_write_json  # noqa: E402
 
 
 def median_seconds(fn, device: torch.device, repeats: int) -> float:
@@ -113,8 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": rows,
     }
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+        atomic_write_json(args.json, result)
     return result
 
 

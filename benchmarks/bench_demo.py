@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from vicious.experiments.files import atomic_write_json
+
 
 def vicious_command() -> list[str]:
     script = shutil.which("vicious", path=str(Path(sys.executable).parent)) or shutil.which("vicious")
@@ -77,8 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{'  training ' + run:<28} {seconds:>8.1f}")
     print(f"{os.cpu_count()} CPUs, load average {result['load_average_before']} -> {result['load_average_after']}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+        atomic_write_json(args.json, result)
     return result
 
 

@@ -51,6 +51,7 @@ from bench_training_throughput import (  # noqa: E402
     Variant, build_module, environment, make_step, measure, print_table, synchronize,
 )
 from vicious.attack.batches import TensorImageDataset  # noqa: E402
+from vicious.experiments.files import atomic_write_json  # noqa: E402
 
 
 def step_section(args, device, peak) -> list[dict]:
@@ -110,16 +111,9 @@ def syncs_section(args, device) -> dict:
     result = {"step": _count_syncs(caught, steps)}
     print(f"host-device synchronisations in {steps} bare steps: {result['step']}")
     # The same through Lightning's loop (train_run): 16 steps, then validation and checkpoints.
-    from vicious.experiments.config import apply_overrides
-    from vicious.experiments.presets import get_preset
     from vicious.experiments.training import train_run
 
-    overrides = ["train.epochs=1", "train.progress=false", "train.precision=bf16-mixed", "train.channels_last=true",
-                 f"train.batch_size={args.batch}", f"train.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
-                 "train.devices=1"]
-    if args.smoke:
-        overrides += ["model.depth=10", "model.width=1"]
-    config = apply_overrides(get_preset("cifar10-vicious"), overrides)
+    config = one_epoch_config(args, device)
     splits = synthetic_splits(16 * args.batch, 100 if args.smoke else 1000, 10)
     with tempfile.TemporaryDirectory() as folder, counting_syncs(device) as caught:
         train_run(config, Path(folder) / "run", splits=splits)
@@ -135,6 +129,19 @@ def _count_syncs(caught, steps: int) -> dict:
             "where": dict(where.most_common(12))}
 
 
+def one_epoch_config(args, device):
+    """cifar10-vicious for one epoch, bf16 and channels-last, at the benchmark's batch size."""
+    from vicious.experiments.config import apply_overrides
+    from vicious.experiments.presets import get_preset
+
+    overrides = ["train.epochs=1", "train.progress=false", "train.precision=bf16-mixed", "train.channels_last=true",
+                 f"train.batch_size={args.batch}", f"train.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
+                 "train.devices=1"]
+    if args.smoke:
+        overrides += ["model.depth=10", "model.width=1"]
+    return apply_overrides(get_preset("cifar10-vicious"), overrides)
+
+
 def synthetic_splits(train: int, val: int, test: int, channels: int = 3, size: int = 32):
     from vicious.data import DatasetSplits, Split
     from vicious.data.types import DatasetInfo
@@ -145,23 +152,16 @@ def synthetic_splits(train: int, val: int, test: int, channels: int = 3, size: i
         images = torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8, generator=generator)
         return Split(images, torch.randint(0, 10, (n,), generator=generator))
 
-    info = DatasetInfo("cifar10", 10, channels, "multiclass", tuple(f"class{k}" for k in range(10)))
+    info = DatasetInfo.multiclass("cifar10", [f"class{k}" for k in range(10)], channels)
     return DatasetSplits(info, split(train), split(val), split(test), mean=(0.5,) * channels,
                          std=(0.29,) * channels)
 
 
 def epoch_section(args, device) -> dict:
-    from vicious.experiments.config import apply_overrides
-    from vicious.experiments.presets import get_preset
     from vicious.experiments.training import train_run
 
     train, val = (45_000, 5_000) if not args.smoke else (400, 100)
-    overrides = ["train.epochs=1", "train.progress=false", "train.precision=bf16-mixed", "train.channels_last=true",
-                 f"train.batch_size={args.batch}", f"train.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
-                 "train.devices=1"]
-    if args.smoke:
-        overrides += ["model.depth=10", "model.width=1"]
-    config = apply_overrides(get_preset("cifar10-vicious"), overrides)
+    config = one_epoch_config(args, device)
     splits = synthetic_splits(train, val, 10)
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
@@ -169,7 +169,7 @@ def epoch_section(args, device) -> dict:
         wall = time.perf_counter() - started
         summary = json.loads((run / "training.json").read_text())
     result = {"train_images": train, "val_images": val, "batch": args.batch,
-              "model": f"WRN-{config.model.depth}-{config.model.width}", "overrides": overrides,
+              "model": f"WRN-{config.model.depth}-{config.model.width}", "precision": config.train.precision,
               "wall_seconds": wall, "train_seconds": summary.get("train_seconds")}
     print(f"one epoch of {train} + validation of {val} images: {wall:.1f} s wall "
           f"({summary.get('train_seconds')} s in train_run's phases)")
@@ -222,8 +222,7 @@ def main(argv: list[str] | None = None) -> dict:
             result[name] = {"error": traceback.format_exc()}
             print(result[name]["error"], file=sys.stderr)
         result.setdefault("section_seconds", {})[name] = round(time.perf_counter() - started, 1)
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+        atomic_write_json(args.json, result)
     print(f"sections took {result['section_seconds']} s; wrote {args.json}")
     return result
 

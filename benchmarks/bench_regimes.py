@@ -9,7 +9,6 @@ checks that R (principal) orders them the same way, and shows R exact beside it.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 from vicious.experiments.config import apply_overrides
 from vicious.experiments.demo import comparison_rows, format_table
 from vicious.experiments.evaluation import evaluate_run, fit_statistics
+from vicious.experiments.files import atomic_write_json
 from vicious.experiments.presets import get_preset
 from vicious.experiments.runs import load_splits, open_run
 from vicious.experiments.training import train_run
@@ -50,7 +50,7 @@ def main() -> None:
           f"(R principal {principal}, PSNR {[round(p, 2) for p in psnr]})")
     print(f"seconds per regime: {seconds}; runs in {out}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"results": results, "seconds": seconds, "ordered": ordered}, indent=2))
+        atomic_write_json(Path(args.json), {"results": results, "seconds": seconds, "ordered": ordered})
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import statistics
@@ -51,6 +50,7 @@ from vicious.attack.batches import TensorImageDataset  # noqa: E402
 from vicious.attack.lightning_module import AttackModule  # noqa: E402
 from vicious.experiments.config import LossConfig  # noqa: E402
 from vicious.models import create_model  # noqa: E402
+from vicious.experiments.files import atomic_write_json  # noqa: E402
 
 MODELS = {"small": (10, 1), "paper": (28, 5)}  # (depth, width)
 
@@ -250,8 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"load average {env['load_average']} -> {result['environment_after']['load_average']}")
     print_table(result["rows"])
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+        atomic_write_json(args.json, result)
     return result
 
 

@@ -70,3 +70,16 @@ def test_presets_lists_dataset_model_and_regime(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1 + 3 * 2
     assert all("cifar100" in line and "WRN-10-1" in line for line in lines[1:])
+
+
+def test_help_and_presets_do_not_import_torch():
+    # Listing commands or presets must stay instant: torch and torchvision load only when a command needs them.
+    import subprocess
+    import sys
+
+    code = ("import sys; from vicious.cli import main; main(['presets', 'mnist-*-small']); "
+            "print(sorted(m for m in ('torch', 'torchvision', 'lightning') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "mnist-vicious-small" in done.stdout and done.stdout.strip().endswith("[]")
+    parser_help = subprocess.run([sys.executable, "-m", "vicious.cli", "--help"], capture_output=True, text=True)
+    assert "audit" in parser_help.stdout and "sweep" in parser_help.stdout

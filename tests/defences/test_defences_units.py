@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from vicious.defences import effective_rank, output_statistics, roc_auc, tpr_at_fpr
+from vicious.defences import describe_outputs, effective_rank, roc_auc, tpr_at_fpr
 from vicious.defences.outputs import detect_form, label_features, log_odds, probabilities
 from vicious.defences.sensitivity import perturbations, shift
 
@@ -74,11 +74,11 @@ def test_effective_rank_counts_equal_directions():
 def test_output_statistics_of_confident_and_uniform_outputs():
     labels = torch.arange(40) % 4
     confident = 50.0 * torch.nn.functional.one_hot(labels, 4).float()
-    s = output_statistics(confident, "logits")
+    s = describe_outputs(confident, "logits")
     assert s["entropy"] == pytest.approx(0, abs=1e-6) and s["low_confidence"] == pytest.approx(0, abs=1e-6)
     assert s["within_class_spread"] == pytest.approx(0, abs=1e-9)  # every class is one point
     nearly_uniform = 1e-4 * torch.nn.functional.one_hot(labels, 4).float()
-    s = output_statistics(nearly_uniform, "logits")
+    s = describe_outputs(nearly_uniform, "logits")
     assert s["entropy"] == pytest.approx(1, abs=1e-6) and s["low_confidence"] == pytest.approx(0.75, abs=1e-4)
 
 
@@ -89,13 +89,13 @@ def test_within_class_spread_against_numpy():
     groups = logits.argmax(dim=1).numpy()
     within = sum(((z[groups == c] - z[groups == c].mean(0)) ** 2).sum() for c in np.unique(groups))
     expected = within / ((z - z.mean(0)) ** 2).sum()
-    assert output_statistics(logits, "logits")["within_class_spread"] == pytest.approx(expected, rel=1e-9)
+    assert describe_outputs(logits, "logits")["within_class_spread"] == pytest.approx(expected, rel=1e-9)
 
 
 def test_output_statistics_do_not_depend_on_the_release_form():
     logits = torch.randn(80, 10, generator=torch.Generator().manual_seed(2)) * 2
-    a = output_statistics(logits, "logits")
-    b = output_statistics(torch.softmax(logits, dim=1), "probabilities")
+    a = describe_outputs(logits, "logits")
+    b = describe_outputs(torch.softmax(logits, dim=1), "probabilities")
     for key in a:
         assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-4), key
 

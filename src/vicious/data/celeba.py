@@ -27,7 +27,7 @@ from torchvision.datasets.utils import check_integrity, download_file_from_googl
 
 from .archives import safe_extract
 from .cache import cached_array, short_hash
-from .errors import DatasetCorruptError, DatasetNotFoundError, check_data_root
+from .errors import DatasetCorruptError, DatasetNotFoundError, resolve_data_root
 from .images import decode_all, pil_to_array
 from .types import DatasetInfo, SourceData, Split
 
@@ -113,15 +113,13 @@ def load(
     attributes: Attributes = None,
 ) -> SourceData:
     """Load CelebA's official train / valid / test splits with the chosen attributes."""
-    given = check_data_root(root, download)
-    tv_root = given if given is not None else cache / "celeba"
-    source = f"root:{given}" if given is not None else f"cache:{tv_root}"
+    tv_root, source = resolve_data_root(root, download, cache / "celeba")
     folder = tv_root / CelebA.base_folder
     if download:
         _download(folder)
     if not (folder / IMAGES_DIR).is_dir() and (folder / IMAGES_ZIP).is_file():
         safe_extract(folder / IMAGES_ZIP, folder)
-    _check_files(folder, given)
+    _check_files(folder, tv_root)
 
     transform = functools.partial(pil_to_array, size=image_size)
     parts = {
@@ -184,7 +182,7 @@ def _download(folder: Path) -> None:
             ) from error
 
 
-def _check_files(folder: Path, given: Path | None) -> None:
+def _check_files(folder: Path, root: Path) -> None:
     """The five annotation files (md5-checked) and the image folder."""
     annotations = [(file, md5) for _, md5, file in CelebA.file_list if file != IMAGES_ZIP]
     missing = [file for file, _ in annotations if not (folder / file).is_file()]
@@ -192,8 +190,8 @@ def _check_files(folder: Path, given: Path | None) -> None:
         missing.append(f"{IMAGES_DIR}/ (or {IMAGES_ZIP})")
     if missing:
         hint = ""
-        if given is not None and (given / "list_attr_celeba.txt").is_file():
-            hint = f" (found list_attr_celeba.txt in {given} itself: pass its parent as --data-root)"
+        if (root / "list_attr_celeba.txt").is_file():
+            hint = f" (found list_attr_celeba.txt in {root} itself: pass its parent as --data-root)"
         raise DatasetNotFoundError(
             f"celeba: looked for {', '.join(missing)} in {folder}{hint}; pass --download to let "
             "torchvision fetch them from Google Drive (needs `pip install gdown`), or download "

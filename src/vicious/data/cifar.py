@@ -16,7 +16,7 @@ import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity
 
-from .errors import DatasetCorruptError, DatasetNotFoundError, check_data_root
+from .errors import DatasetCorruptError, DatasetNotFoundError, resolve_data_root
 from .images import hwc_to_tensor, resize_images
 from .types import DatasetInfo, SourceData, Split
 
@@ -37,9 +37,7 @@ def load(
 ) -> SourceData:
     """Load the official train and test sets of "cifar10" or "cifar100"."""
     dataset_class = _CLASSES[name]
-    given = check_data_root(root, download)
-    tv_root = given if given is not None else cache / name
-    source = f"root:{given}" if given is not None else f"cache:{tv_root}"
+    tv_root, source = resolve_data_root(root, download, cache / name)
     if download:
         try:
             # torchvision's own download: fetches and md5-checks the archive, then extracts it.
@@ -51,16 +49,8 @@ def load(
     _check_files(name, dataset_class, tv_root)
     train = dataset_class(str(tv_root), train=True)
     test = dataset_class(str(tv_root), train=False)
-    info = DatasetInfo(
-        name=name,
-        num_outputs=len(train.classes),
-        channels=3,
-        task="multiclass",
-        output_names=tuple(train.classes),
-    )
-    return SourceData(
-        info=info, train=_to_split(train, image_size), test=_to_split(test, image_size), source=source
-    )
+    info = DatasetInfo.multiclass(name, train.classes, channels=3)
+    return SourceData(info, _to_split(train, image_size), _to_split(test, image_size), source=source)
 
 
 def _to_split(dataset: CIFAR10, image_size: int) -> Split:

@@ -37,3 +37,15 @@ def check_data_root(root: str | os.PathLike[str] | None, download: bool) -> Path
             "or add --download to fetch the dataset into it"
         )
     return path
+
+
+def resolve_data_root(root: str | os.PathLike[str] | None, download: bool, cached: Path) -> tuple[Path, str]:
+    """The folder to read a dataset from, and the source string recorded with the run.
+
+    The user's --data-root (checked by `check_data_root`) where one is given, else the
+    dataset's folder `cached` under the vicious cache.
+    """
+    given = check_data_root(root, download)
+    if given is not None:
+        return given, f"root:{given}"
+    return cached, f"cache:{cached}"

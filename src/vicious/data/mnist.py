@@ -62,16 +62,8 @@ def load(
     _refuse_legacy_files(tv_root / dataset_class.__name__ / "processed", name)
     train = dataset_class(str(tv_root), train=True)
     test = dataset_class(str(tv_root), train=False)
-    info = DatasetInfo(
-        name=name,
-        num_outputs=len(dataset_class.classes),
-        channels=1,
-        task="multiclass",
-        output_names=tuple(dataset_class.classes),
-    )
-    return SourceData(
-        info=info, train=_to_split(train, image_size), test=_to_split(test, image_size), source=source
-    )
+    info = DatasetInfo.multiclass(name, dataset_class.classes, channels=1)
+    return SourceData(info, _to_split(train, image_size), _to_split(test, image_size), source=source)
 
 
 def _refuse_legacy_files(processed: Path, name: str) -> None:

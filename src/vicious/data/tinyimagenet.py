@@ -26,7 +26,7 @@ from torchvision.datasets.utils import check_integrity, download_url
 
 from .archives import safe_extract
 from .cache import cached_array, short_hash
-from .errors import DatasetCorruptError, DatasetNotFoundError, check_data_root
+from .errors import DatasetCorruptError, DatasetNotFoundError, resolve_data_root
 from .images import decode_all, decode_file
 from .types import DatasetInfo, SourceData, Split
 
@@ -50,9 +50,7 @@ def load(
     attributes: object = None,
 ) -> SourceData:
     """Load TinyImageNet's training images and its official (labelled) val split as test."""
-    given = check_data_root(root, download)
-    parent = given if given is not None else cache / "tinyimagenet"
-    source = f"root:{given}" if given is not None else f"cache:{parent}"
+    parent, source = resolve_data_root(root, download, cache / "tinyimagenet")
     folder = parent if (parent / "wnids.txt").is_file() else parent / FOLDER
     if not (folder / "wnids.txt").is_file():
         _fetch(parent, download)
@@ -62,10 +60,7 @@ def load(
     label_of = {wnid: index for index, wnid in enumerate(wnids)}
     train_files, train_labels = _train_files(folder, wnids)
     test_files, test_labels = _val_files(folder, label_of)
-    info = DatasetInfo(
-        name="tinyimagenet", num_outputs=len(wnids), channels=3, task="multiclass",
-        output_names=tuple(wnids),
-    )
+    info = DatasetInfo.multiclass("tinyimagenet", wnids, channels=3)
     return SourceData(
         info=info,
         train=_to_split(train_files, train_labels, image_size, cache, source, "train"),

@@ -6,6 +6,7 @@ dataset fits in memory; conversion to float happens per batch, on the device.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -39,6 +40,12 @@ class DatasetInfo:
             raise ValueError(
                 f"{self.name}: {len(self.output_names)} output names for {self.num_outputs} outputs"
             )
+
+    @classmethod
+    def multiclass(cls, name: str, class_names: Sequence[str], channels: int) -> DatasetInfo:
+        """A single-label dataset whose K classes are `class_names`, in label order."""
+        names = tuple(class_names)
+        return cls(name=name, num_outputs=len(names), channels=channels, task="multiclass", output_names=names)
 
 
 @dataclass(frozen=True, eq=False)

@@ -15,28 +15,37 @@ classifiers (:mod:`vicious.defences.calibration`). Release policies
 (:mod:`vicious.defences.release`) blunt what leaves the device.
 """
 
-from vicious.defences.black_box import BlackBox, open_classifier
-from vicious.defences.detector import Detector
-from vicious.defences.excess_leakage import ExcessLeakage, LeakageAssessment
-from vicious.defences.output_statistics import OutputStatistics, effective_rank, output_statistics
-from vicious.defences.roc import roc_auc, tpr_at_fpr
-from vicious.defences.sensitivity import Sensitivity
-from vicious.defences.suite import SuiteResult, SuiteSettings, build_detectors, score_classifier
+from __future__ import annotations
 
-__all__ = [
-    "BlackBox",
-    "Detector",
-    "ExcessLeakage",
-    "LeakageAssessment",
-    "OutputStatistics",
-    "Sensitivity",
-    "SuiteResult",
-    "SuiteSettings",
-    "build_detectors",
-    "effective_rank",
-    "open_classifier",
-    "output_statistics",
-    "roc_auc",
-    "score_classifier",
-    "tpr_at_fpr",
-]
+import importlib
+
+# Loaded on first use, so that `vicious --help` and the CLI's other commands need not
+# import torch and torchvision for the defences (name -> the module that defines it).
+_EXPORTS = {
+    "BlackBox": "black_box",
+    "open_classifier": "black_box",
+    "Detector": "detector",
+    "ExcessLeakage": "excess_leakage",
+    "LeakageAssessment": "excess_leakage",
+    "OutputStatistics": "output_statistics",
+    "describe_outputs": "output_statistics",
+    "effective_rank": "output_statistics",
+    "roc_auc": "roc",
+    "tpr_at_fpr": "roc",
+    "Sensitivity": "sensitivity",
+    "SuiteResult": "suite",
+    "SuiteSettings": "suite",
+    "build_detectors": "suite",
+    "score_classifier": "suite",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

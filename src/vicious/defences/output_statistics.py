@@ -47,7 +47,7 @@ def group_ids(labels: torch.Tensor) -> torch.Tensor:
     return torch.unique(labels, dim=0, return_inverse=True)[1]
 
 
-def output_statistics(outputs: torch.Tensor, form: Form, task: Task = "multiclass") -> dict[str, float]:
+def describe_outputs(outputs: torch.Tensor, form: Form, task: Task = "multiclass") -> dict[str, float]:
     """The sub-scores of the module docstring for outputs ``(N, K)``, N >= 2."""
     outputs = check_outputs(outputs)
     if len(outputs) < 2:
@@ -90,4 +90,4 @@ class OutputStatistics(Detector):
     def scores(self, classifier: BlackBox, images: torch.Tensor, outputs: torch.Tensor | None = None) -> dict[str, float]:
         if outputs is None:
             outputs = classifier(check_images(images, classifier))
-        return output_statistics(outputs, classifier.form, classifier.task)
+        return describe_outputs(outputs, classifier.form, classifier.task)

@@ -27,7 +27,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from vicious.attack.batches import TensorDataModule
 from vicious.attack.lightning_module import AttackModule, Phase
-from vicious.experiments.checkpoints import SafetensorsCheckpointIO, load_state, load_weights, save_weights
+from vicious.experiments.checkpoints import SafetensorsCheckpointIO, load_state, save_weights
 from vicious.experiments.config import ConfigError, RunConfig, load_config, save_config
 from vicious.experiments.files import atomic_write_json, check_writable
 from vicious.experiments.runs import (
