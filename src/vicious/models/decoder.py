@@ -13,35 +13,20 @@ from typing import Literal
 import torch
 from torch import nn
 
-from vicious.models.wideresnet import blocks_per_group
+from vicious.models.wideresnet import PreActBlock, blocks_per_group
 
 InputForm = Literal["raw", "softmax"]
 Task = Literal["multiclass", "multilabel"]
 
 
-class PreActUpBlock(nn.Module):
-    """Pre-activation residual block of transposed convolutions; stride 2 doubles the side."""
+class PreActUpBlock(PreActBlock):
+    """The classifier's residual block with transposed convolutions: stride 2 doubles the side."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_channels)
-        self.conv1 = nn.ConvTranspose2d(
-            in_channels, out_channels, 3, stride, 1, output_padding=stride - 1, bias=False
+    @staticmethod
+    def convolution(in_channels: int, out_channels: int, kernel: int, stride: int) -> nn.Module:
+        return nn.ConvTranspose2d(
+            in_channels, out_channels, kernel, stride, kernel // 2, output_padding=stride - 1, bias=False
         )
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.ConvTranspose2d(out_channels, out_channels, 3, 1, 1, bias=False)
-        self.shortcut = (
-            nn.ConvTranspose2d(in_channels, out_channels, 1, stride, output_padding=stride - 1, bias=False)
-            if stride != 1 or in_channels != out_channels
-            else None
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.bn1(x))
-        shortcut = x if self.shortcut is None else self.shortcut(out)
-        out = self.conv1(out)
-        out = self.conv2(torch.relu(self.bn2(out)))
-        return out + shortcut
 
 
 def outputs_to_probabilities(logits: torch.Tensor, task: Task) -> torch.Tensor:

@@ -27,14 +27,19 @@ class PreActBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.conv1 = self.convolution(in_channels, out_channels, 3, stride)
         self.bn2 = nn.BatchNorm2d(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.conv2 = self.convolution(out_channels, out_channels, 3, 1)
         self.shortcut = (
-            nn.Conv2d(in_channels, out_channels, 1, stride, bias=False)
+            self.convolution(in_channels, out_channels, 1, stride)
             if stride != 1 or in_channels != out_channels
             else None
         )
+
+    @staticmethod
+    def convolution(in_channels: int, out_channels: int, kernel: int, stride: int) -> nn.Module:
+        """A kernel x kernel convolution without bias that divides the side by `stride`."""
+        return nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(x))
