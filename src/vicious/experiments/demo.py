@@ -21,8 +21,9 @@ from vicious.experiments.presets import get_preset
 from vicious.experiments.runs import load_splits, open_run
 from vicious.experiments.training import train_run
 
-# Sized to finish in about 3 minutes on 2 CPU cores; recorded in each run's config.yaml.
-DEMO_OVERRIDES = {"data.augment": False, "train.epochs": 6}
+# Sized to finish in under 3 minutes on 2 CPU cores; recorded in each run's config.yaml.
+# 1,000 validation images pick the same epochs as 2,000 on seeds 1-3 and save ~10 s.
+DEMO_OVERRIDES = {"data.augment": False, "train.epochs": 6, "data.val_limit": 1000}
 
 COLUMNS = [
     ("accuracy", "accuracy", "{:.3f}"),
