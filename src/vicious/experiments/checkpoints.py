@@ -106,7 +106,7 @@ def load_state(path: Path) -> dict[str, Any]:
     if _METADATA_KEY not in metadata:
         raise UnsafeFileError(f"{path} is a safetensors file but not a vicious checkpoint (no training state)")
     written = metadata.get(_VERSION_KEY, vicious.__version__)
-    if written.split(".")[:2] != vicious.__version__.split(".")[:2]:
+    if not vicious.reads_version(written):
         raise ValueError(
             f"{path} was written by vicious {written}, this is vicious {vicious.__version__}; "
             "resume it with the version that wrote it, or start a new run"

@@ -202,14 +202,10 @@ def load_config(path: Path, *, check_version: bool = True) -> RunConfig:
     """Read a config written by ``save_config``; refuses other major.minor versions by name."""
     values = read_yaml_mapping(Path(path), "config file", "does not hold a config mapping")
     written = str(values.get("version", "unknown"))
-    if check_version and _major_minor(written) != _major_minor(vicious.__version__):
+    if check_version and not vicious.reads_version(written):
         raise ConfigError(
             f"{path} was written by vicious {written}, this is {vicious.__version__}; "
             "re-run with this version or install the one that wrote it"
         )
     values["version"] = vicious.__version__
     return validate_config(values)
-
-
-def _major_minor(version: str) -> tuple[str, ...]:
-    return tuple(version.split(".")[:2])

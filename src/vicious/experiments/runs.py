@@ -29,6 +29,7 @@ from vicious.models import create_model
 CONFIG_FILE = "config.yaml"
 CLASSIFIER_FILE = "classifier.safetensors"
 DECODER_FILE = "decoder.safetensors"
+DATA_FILE = "data.json"
 
 
 def environment_record(config: RunConfig) -> dict:

@@ -27,11 +27,12 @@ from lightning.pytorch.loggers import CSVLogger
 
 from vicious.attack.batches import TensorDataModule
 from vicious.attack.lightning_module import AttackModule, Phase
-from vicious.experiments.checkpoints import SafetensorsCheckpointIO, load_state, save_weights
+from vicious.experiments.checkpoints import SafetensorsCheckpointIO, load_state, save_state, save_weights
 from vicious.experiments.config import ConfigError, RunConfig, load_config, save_config
 from vicious.experiments.files import atomic_write_json, check_writable
 from vicious.experiments.runs import (
-    CLASSIFIER_FILE, CONFIG_FILE, DECODER_FILE, build_models, environment_record, load_splits, weights_metadata,
+    CLASSIFIER_FILE, CONFIG_FILE, DATA_FILE, DECODER_FILE, build_models, environment_record, load_splits,
+    weights_metadata,
 )
 
 PHASES: dict[str, list[Phase]] = {
@@ -54,9 +55,6 @@ def is_global_zero() -> bool:
     writes the run directory: the process whose every rank variable that is set is 0.
     """
     return all(os.environ.get(name, "0") == "0" for name in _RANK_VARIABLES)
-
-
-DATA_FILE = "data.json"
 
 
 def _phase_weights(run_dir: Path, phase: Phase) -> Path:
@@ -126,11 +124,8 @@ def train_run(config: RunConfig, run_dir: Path, *, resume: bool = False, splits=
             _load_phase(selected, classifier, decoder)
             continue
         summary["phases"][phase] = _fit_phase(config, run_dir, phase, splits, classifier, decoder, resume)
-        save_state_dict = {"classifier": classifier.state_dict(), "decoder": decoder.state_dict()}
-        from vicious.experiments.checkpoints import save_state
-
         if writer:
-            save_state(save_state_dict, selected)
+            save_state({"classifier": classifier.state_dict(), "decoder": decoder.state_dict()}, selected)
     if writer:
         _write_results(config, run_dir, splits, classifier, decoder, summary, started)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
