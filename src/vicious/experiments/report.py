@@ -87,31 +87,42 @@ def _per_sample(record: RunRecord) -> dict[str, list[float]]:
 
 
 class _Reconstructor:
-    """Opens runs and reconstructs chosen test images, reusing the last few loaded test splits."""
+    """Opens runs and reconstructs chosen test images, reusing the last few opened runs (a
+    group's grids ask for the same runs three times) and loaded test splits."""
 
     def __init__(self, keep: int = 4) -> None:
         self._splits: OrderedDict[str, object] = OrderedDict()
+        self._runs: OrderedDict[Path, object] = OrderedDict()
         self.keep = keep
 
     def __call__(self, record: RunRecord, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        from vicious.experiments.config import load_config
         from vicious.experiments.evaluation import reconstruct
-        from vicious.experiments.runs import load_splits, open_run
 
-        config = load_config(record.path / "config.yaml", check_version=False)
-        key = json.dumps([config.data.model_dump(), config.seed], sort_keys=True)
-        if key not in self._splits:
-            splits = load_splits(config)
-            # Only the test images are shown: drop the training images (CelebA's are 0.5 GB per K).
-            self._splits[key] = dataclasses.replace(splits, train=splits.train.subset(1, 0),
-                                                    val=splits.val.subset(1, 0))
-            if len(self._splits) > self.keep:
-                self._splits.popitem(last=False)
-        self._splits.move_to_end(key)
-        run = open_run(record.path, self._splits[key])
+        run = self._open(record)
         images = run.splits.test.images[torch.as_tensor(list(indices), dtype=torch.long)]
         _, x_rec = reconstruct(run, images)
         return images.float() / 255, x_rec
+
+    def _open(self, record: RunRecord):
+        from vicious.experiments.config import load_config
+        from vicious.experiments.runs import load_splits, open_run
+
+        if record.path not in self._runs:
+            config = load_config(record.path / "config.yaml")
+            key = json.dumps([config.data.model_dump(), config.seed], sort_keys=True)
+            if key not in self._splits:
+                splits = load_splits(config)
+                # Only the test images are shown: drop the training images (CelebA's are 0.5 GB per K).
+                self._splits[key] = dataclasses.replace(splits, train=splits.train.subset(1, 0),
+                                                        val=splits.val.subset(1, 0))
+                if len(self._splits) > self.keep:
+                    self._splits.popitem(last=False)
+            self._splits.move_to_end(key)
+            self._runs[record.path] = open_run(record.path, self._splits[key])
+            if len(self._runs) > 2 * self.keep:
+                self._runs.popitem(last=False)
+        self._runs.move_to_end(record.path)
+        return self._runs[record.path]
 
 
 def _group_label(dataset: str, k: int, output: str, settings: dict) -> str:
