@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from vicious.experiments.logs import quiet_lightning
+
 
 def _cmd_demo(args) -> None:
     from vicious.experiments.demo import run_demo
@@ -138,19 +140,10 @@ def _version() -> str:
     return f"vicious {__version__}"
 
 
-def _quiet_lightning() -> None:
-    # Lightning's start-up banners (device summary, tips) drown the progress that matters.
-    import logging
-
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                 "lightning.pytorch.accelerators.cuda"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _quiet_lightning()
+    quiet_lightning()
     try:
         args.func(args)
     except BaseException as err:  # noqa: BLE001 - classified below; anything unexpected is re-raised

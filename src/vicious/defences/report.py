@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import html
 
 import torch
 
-from vicious.experiments.figures import figure_png, plt, reconstruction_grid
+from vicious.experiments.figures import figure_png, plt, png_img, reconstruction_grid
 
 _COLOURS = {"likely-honest": "#1a7f37", "inconclusive": "#9a6700", "likely-vicious": "#cf222e"}
 
@@ -31,10 +30,6 @@ def score_plot(audit: dict) -> bytes:
     axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return figure_png(fig)
-
-
-def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
 def audit_page(audit: dict, examples: dict[str, torch.Tensor]) -> str:
@@ -75,7 +70,7 @@ img {{ max-width: 100%; }} code {{ background: #f6f8fa; padding: 0 .2rem; }}
 <p><small>Rule: {e(audit['verdict_rule'])}. Calibrated on {cal['num_references']} honest reference classifiers
 ({e(str(cal['reference_training']))}), {e(cal['created'])}.</small></p>
 <h2>Scores against the honest references</h2>
-{_img(score_plot(audit), "detector scores against honest reference classifiers")}
+{png_img(score_plot(audit), "detector scores against honest reference classifiers")}
 <table><tr><th>detector</th><th>sub-score (bold: primary)</th><th>this model</th><th>honest references (min – max)</th><th>verdict</th></tr>
 {''.join(rows)}</table>
 <h2>What the outputs give away beyond the label</h2>
@@ -84,7 +79,7 @@ labels alone and one on the full outputs, then applied to {details['num_eval']} 
 R principal: {details['r_labels']:.3f} from labels, {details['r_outputs']:.3f} from outputs;
 PSNR: {details['psnr_labels']:.2f} dB from labels, {details['psnr_outputs']:.2f} dB from outputs.
 Sharper reconstructions from the outputs than from the labels mean the outputs carry the image, not just the class.</p>
-{_img(grid, "held-out images and their shadow reconstructions")}
+{png_img(grid, "held-out images and their shadow reconstructions")}
 <p><small>vicious {e(audit['vicious_version'])}; every number is in <code>audit.json</code>.</small></p>
 </body></html>
 """

@@ -8,14 +8,13 @@ of reconstructions and an HTML page.
 
 from __future__ import annotations
 
-import base64
 import html
 import time
 from pathlib import Path
 
 from vicious.experiments.config import apply_overrides
 from vicious.experiments.evaluation import evaluate_run, fit_statistics, reconstruct
-from vicious.experiments.figures import reconstruction_grid
+from vicious.experiments.figures import png_img, reconstruction_grid
 from vicious.experiments.files import atomic_write_bytes, atomic_write_json, atomic_write_text, check_writable
 from vicious.experiments.presets import get_preset
 from vicious.experiments.runs import load_splits, open_run
@@ -108,7 +107,7 @@ def demo_html(results: dict[str, dict], picture: bytes) -> str:
     rows = comparison_rows(results)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
-    image = base64.b64encode(picture).decode()
+    image = png_img(picture, "rows: originals, honest reconstructions, vicious reconstructions")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>vicious demo: honest vs vicious classifier</title>
 <style>
@@ -127,6 +126,6 @@ trained jointly with its decoder; the honest one for the task alone, with a deco
 user's image than the population mean. "principal" restricts the distance to the leading principal subspace;
 "exact" uses the full pseudo-inverse, as the paper.</p>
 <h2>Test images and their reconstructions</h2>
-<img alt="rows: originals, honest reconstructions, vicious reconstructions" src="data:image/png;base64,{image}">
+{image}
 </body></html>
 """

@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
+from vicious.experiments.logs import quiet_lightning
 from vicious.experiments.sweep import Cell, Resources, failed_status, run_cell
 
 EXECUTORS = ("local", "ray")
@@ -26,14 +27,6 @@ def available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-def _quiet_worker() -> None:
-    # Each worker would print Lightning's device banner and tips for every cell.
-    import logging
-
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class LocalExecutor:
@@ -59,7 +52,7 @@ class LocalExecutor:
             return
         # spawn, not fork: a forked copy of a process that already ran torch can deadlock.
         with ProcessPoolExecutor(min(self.max_parallel, len(cells)), mp_context=get_context("spawn"),
-                                 initializer=_quiet_worker) as pool:
+                                 initializer=quiet_lightning) as pool:
             futures = {pool.submit(run_cell, cell, out, self.threads): cell for cell in cells}
             for future in as_completed(futures):
                 try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import html
 import io
 from collections.abc import Sequence
 
@@ -38,6 +40,13 @@ def figure_png(fig, *, dpi: int = 110) -> bytes:
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
+
+
+def png_img(png: bytes, alt: str, *, pixels: bool = False) -> str:
+    """An HTML ``<img>`` holding ``png`` itself (base64), so a page needs no other file;
+    ``pixels``: the class that scales it without smoothing."""
+    data = base64.b64encode(png).decode()
+    return f'<img{" class=pixels" if pixels else ""} alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
 # --- sweep reports: plain numbers in, PNG bytes out ----------------------------------------

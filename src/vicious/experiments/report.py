@@ -9,7 +9,6 @@ recomputed from the saved weights (the first ``num_images`` test images).
 
 from __future__ import annotations
 
-import base64
 import csv
 import dataclasses
 import html
@@ -21,7 +20,9 @@ from pathlib import Path
 
 import torch
 
-from vicious.experiments.figures import accuracy_risk_scatter, leakage_curves, reconstruction_grid, risk_histograms
+from vicious.experiments.figures import (
+    accuracy_risk_scatter, leakage_curves, png_img, reconstruction_grid, risk_histograms,
+)
 from vicious.experiments.files import atomic_write_text
 from vicious.experiments.sweep import GRID_COPY, SWEEP_FILE, read_status
 from vicious.experiments.table import (
@@ -52,11 +53,6 @@ pre { background: #f7f7f7; padding: .6rem; overflow-x: auto; font-size: .8rem; }
 
 def _esc(text) -> str:
     return html.escape(str(text))
-
-
-def _img(png: bytes, alt: str, *, pixels: bool = False) -> str:
-    data = base64.b64encode(png).decode()
-    return f'<img{" class=pixels" if pixels else ""} alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
 
 
 def table_html(table: Table) -> str:
@@ -133,7 +129,7 @@ def _group_label(dataset: str, k: int, output: str, settings: dict) -> str:
 def _figures_section(records: Sequence[RunRecord], keys: Sequence[str]) -> str:
     points = [{"accuracy": r.metrics["accuracy"], "r_principal": R_PRINCIPAL.value(r.metrics),
                "r_exact": R_EXACT.value(r.metrics), "regime": r.regime, "output": r.output} for r in records]
-    scatter = _img(accuracy_risk_scatter(points), "accuracy against reconstruction risk, one marker per run")
+    scatter = png_img(accuracy_risk_scatter(points), "accuracy against reconstruction risk, one marker per run")
     groups = defaultdict(list)
     for r in records:
         if r.regime in ("honest", "vicious", "autoencoder"):
@@ -144,7 +140,7 @@ def _figures_section(records: Sequence[RunRecord], keys: Sequence[str]) -> str:
         s_stat = Stat.of([SSIM.value(r.metrics) for r in runs])
         curve_points.append({"K": k, "regime": regime, "output": output, "dataset": dataset, "r_principal": r_stat.mean,
                              "r_principal_std": r_stat.std, "ssim": s_stat.mean, "ssim_std": s_stat.std})
-    curves = _img(leakage_curves(curve_points), "R principal and SSIM against the number of outputs K")
+    curves = png_img(leakage_curves(curve_points), "R principal and SSIM against the number of outputs K")
     return (f'<h2 id="scatter">Accuracy against risk</h2><figure>{scatter}<figcaption>One marker per run '
             "(colour: regime; circle raw, triangle softmax outputs). Right of the dotted line the average "
             "reconstruction is closer to the user's image than the population mean is. The paper's claim: a "
@@ -171,7 +167,7 @@ def _histograms_section(records: Sequence[RunRecord], keys: Sequence[str]) -> st
             continue
         label = _group_label(*group[:3], dict(zip(keys, group[3])))
         parts.append(f"<h3>{_esc(label)}</h3><figure>"
-                     f"{_img(risk_histograms(by_regime), f'histograms of per-image r, {label}')}</figure>")
+                     f"{png_img(risk_histograms(by_regime), f'histograms of per-image r, {label}')}</figure>")
     return "".join(parts)
 
 
@@ -193,7 +189,7 @@ def _reconstruction_sections(records: Sequence[RunRecord], keys: Sequence[str], 
             if not rows:
                 rows.append(("original", originals))
             rows.append((run.regime, x_rec))
-        return (_img(reconstruction_grid(rows), "rows: originals, then each regime's reconstructions", pixels=True)
+        return (png_img(reconstruction_grid(rows), "rows: originals, then each regime's reconstructions", pixels=True)
                 if rows else ""), problems
 
     grids = ['<h2 id="reconstructions">Reconstructions</h2><p class="note">The first test images of each '

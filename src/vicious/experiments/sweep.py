@@ -315,13 +315,13 @@ def run_sweep(grid: Grid, out: Path, executor: Executor, *, overrides: Sequence[
     out = Path(out)
     cells = expand_grid(grid, overrides)
     check_existing(cells, out)
-    finished = [c for c in cells if is_finished(out / c.name)]
-    todo = [c for c in cells if not is_finished(out / c.name)]
+    done = {c.name for c in cells if is_finished(out / c.name)}
+    finished, todo = [c for c in cells if c.name in done], [c for c in cells if c.name not in done]
     echo(f"{len(cells)} cells: {len(finished)} finished (skipped), {len(todo)} to run"
          + ("" if dry_run else f" ({executor.describe()})"))
     if dry_run:
         for cell in cells:
-            echo(f"  {'finished' if cell in finished else read_status(out / cell.name).get('state', 'new'):9} "
+            echo(f"  {'finished' if cell.name in done else read_status(out / cell.name).get('state', 'new'):9} "
                  f"{cell.name}")
         return {"cells": [c.name for c in cells], "skipped": [c.name for c in finished], "ran": {}}
     check_writable(out)

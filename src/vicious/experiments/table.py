@@ -30,7 +30,9 @@ from typing import Any
 
 import yaml
 
-from vicious.experiments.sweep import METRICS_FILE, STATUS_FILE, flatten_config, format_value, read_status
+from vicious.experiments.sweep import (
+    METRICS_FILE, STATUS_FILE, flatten_config, format_value, is_finished, read_status,
+)
 
 FORMATS = ("md", "csv", "json", "latex")
 SECTIONS = ("summary", "paired", "leakage", "runs", "failed")
@@ -168,7 +170,7 @@ def collect_runs(folder: Path) -> tuple[list[RunRecord], list[dict]]:
         records.append(RunRecord(name, run_dir, metrics, flatten_config(config or {})))
     unfinished = []
     for path in sorted(folder.rglob(STATUS_FILE)):
-        if not (path.parent / METRICS_FILE).is_file():
+        if not is_finished(path.parent):
             unfinished.append({"cell": path.parent.relative_to(folder).as_posix(), **read_status(path.parent)})
     return records, unfinished
 
