@@ -32,7 +32,7 @@ from vicious.defences.calibration import (
     Calibration,
     reference_config,
 )
-from vicious.defences.release_evaluation import reconstruction_measures
+from vicious.defences.shadow import reconstruction_measures
 from vicious.defences.suite import PRIMARY
 from vicious.experiments.files import atomic_write_json
 from vicious.experiments.runs import load_splits, open_run

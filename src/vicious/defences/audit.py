@@ -28,7 +28,7 @@ from vicious.defences.calibration import (
 )
 from vicious.defences.outputs import Form
 from vicious.defences.report import audit_page
-from vicious.defences.suite import PRIMARY, build_detectors, score_classifier
+from vicious.defences.suite import DETECTORS, PRIMARY, score_classifier
 from vicious.experiments.files import atomic_write_json, atomic_write_text, check_writable
 
 VERDICT_RULE = (
@@ -44,10 +44,8 @@ def load_or_calibrate(
 ) -> tuple[Calibration, Path]:
     """The saved calibration for ``dataset`` (or ``calibration_file``); trains one if allowed and missing."""
     path = Path(calibration_file) if calibration_file else calibration_path(dataset, image_size)
-    if path.is_file():
+    if path.is_file() or calibration_file:  # a named file that is missing: load says so
         calibration = Calibration.load(path)
-    elif calibration_file:
-        raise FileNotFoundError(f"no calibration at {path}")
     elif allow_calibrate:
         echo(f"no calibration for {dataset} yet; training {num_models} honest reference classifiers (minutes on a CPU)")
         calibration, path = calibrate(dataset, num_models=num_models, image_size=image_size, data_root=data_root, echo=echo)
@@ -85,7 +83,7 @@ def run_audit(
     echo(f"scoring on {len(images)} {dataset} test images")
     result = score_classifier(classifier, images, settings, labels)
     verdict, each = calibration.verdicts(result.primary())
-    descriptions = {d.name: d.description for d in build_detectors(settings)}
+    descriptions = {d.name: d.description for d in DETECTORS}
     audit = {
         "model": str(model),
         "source": classifier.source,

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from vicious.data import DatasetInfo
-from vicious.defences.outputs import FORMS, Form, Task, check_outputs, detect_form
+from vicious.defences.outputs import FORMS, Form, Task, check_outputs, detect_form, observed_form
 from vicious.models import outputs_to_probabilities
 
 _PICKLE_MAGIC = (b"\x80", b"(", b"}", b"]")  # pickle protocols 2-5, and 0/1 containers
@@ -107,7 +107,8 @@ def open_classifier(
         return _open_run(path, info, image_size, batch_size)
     if not path.is_file():
         raise FileNotFoundError(f"no model at {path}; give a TorchScript (.pt) file, an ONNX (.onnx) file or a run directory")
-    head = path.read_bytes()[:4] if path.stat().st_size else b""
+    with path.open("rb") as file:
+        head = file.read(4)
     if zipfile.is_zipfile(path):
         predict, declared, source = _load_torchscript(path), None, f"TorchScript model {path.name}"
     elif head.startswith(_PICKLE_MAGIC):
@@ -179,7 +180,7 @@ def _open_run(path: Path, info: DatasetInfo, image_size: int, batch_size: int) -
             f"audit it with --image-size {run.config.data.image_size}"
         )
     classifier, task = run.classifier.eval(), run.splits.info.task
-    released = "probabilities" if run.config.output == "softmax" else "logits"
+    released = observed_form(run.config.output)
 
     def predict(images: torch.Tensor) -> torch.Tensor:
         logits = classifier(images)

@@ -33,8 +33,8 @@ from vicious.defences.black_box import BlackBox
 from vicious.defences.detector import Detector, check_images
 from vicious.defences.output_statistics import group_ids
 from vicious.defences.outputs import label_features, log_odds, predicted_labels, probabilities
-from vicious.defences.shadow import ShadowDecoder, decode, fit_decoder
-from vicious.metrics import ImageStatistics, mse, psnr_from_mse, reconstruction_risk
+from vicious.defences.shadow import ShadowDecoder, decode, fit_decoder, reconstruction_measures
+from vicious.metrics import ImageStatistics
 
 
 @dataclass
@@ -122,10 +122,8 @@ class ExcessLeakage(Detector):
             fit_decoder(decoder, fit_on, images[train], epochs=self.epochs, batch_size=self.batch_size,
                         lr=self.lr, seed=self.seed)
             reconstructions = decode(decoder, measure_on)
-            risk = reconstruction_risk(target, reconstructions, statistics, variant="principal",
-                                       variance_fraction=self.variance_fraction)
-            details[f"r_{name}"] = float(risk.mean())
-            details[f"psnr_{name}"] = float(psnr_from_mse(mse(target, reconstructions).mean()))
+            measures = reconstruction_measures(target, reconstructions, statistics, self.variance_fraction)
+            details[f"r_{name}"], details[f"psnr_{name}"] = measures["r_principal"], measures["psnr"]
             examples[f"from_{name}"] = reconstructions[: self.num_examples]
         details.update(num_train=len(train), num_eval=n_eval)
         scores = {

@@ -23,6 +23,11 @@ Task = Literal["multiclass", "multilabel"]
 FORMS: tuple[str, ...] = ("logits", "probabilities")
 
 
+def observed_form(output: str) -> Form:
+    """The form a server observes for a run's ``output`` setting (``raw`` or ``softmax``)."""
+    return "probabilities" if output == "softmax" else "logits"
+
+
 def check_outputs(outputs: torch.Tensor, name: str = "outputs") -> torch.Tensor:
     """``outputs`` as float32 ``(N, K)``; raises ValueError naming the problem."""
     if not isinstance(outputs, torch.Tensor):

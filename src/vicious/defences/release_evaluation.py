@@ -23,15 +23,10 @@ from torch import nn
 from vicious.attack.objective import reconstruction_loss
 from vicious.defences.outputs import Form
 from vicious.defences.release import ReleasePolicy
-from vicious.defences.shadow import decode, fit_decoder
+from vicious.defences.shadow import decode, fit_decoder, reconstruction_measures
 from vicious.experiments.config import LossConfig
-from vicious.metrics import ImageStatistics, mse, psnr_from_mse, reconstruction_risk
+from vicious.metrics import ImageStatistics
 from vicious.models import outputs_to_probabilities
-
-
-def observed_form(output: str) -> Form:
-    """The form a server observes for a run's ``output`` setting (``raw`` or ``softmax``)."""
-    return "probabilities" if output == "softmax" else "logits"
 
 
 def observed_decoder(decoder: nn.Module) -> nn.Module:
@@ -49,12 +44,6 @@ def observed_outputs(classifier: nn.Module, images: torch.Tensor, form: Form, ta
     classifier.eval()
     logits = torch.cat([classifier(images[s : s + batch_size]) for s in range(0, len(images), batch_size)])
     return outputs_to_probabilities(logits, task) if form == "probabilities" else logits
-
-
-def reconstruction_measures(images: torch.Tensor, reconstructions: torch.Tensor, statistics: ImageStatistics,
-                            variance_fraction: float = 0.9) -> dict[str, float]:
-    risk = reconstruction_risk(images, reconstructions, statistics, variant="principal", variance_fraction=variance_fraction)
-    return {"r_principal": float(risk.mean()), "psnr": float(psnr_from_mse(mse(images, reconstructions).mean()))}
 
 
 def evaluate_policy(

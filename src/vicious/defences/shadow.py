@@ -4,6 +4,7 @@
   what a classifier's outputs give away (the excess-leakage detector); cheap on a CPU.
 * :func:`fit_decoder`: the training loop, shared with the *adaptive server* that
   retrains its decoder on released (post-policy) outputs.
+* :func:`reconstruction_measures`: R (principal) and PSNR of what such a decoder rebuilds.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as nnf
 from torch import nn
+
+from vicious.metrics import ImageStatistics, mse, psnr_from_mse, reconstruction_risk
 
 
 class ShadowDecoder(nn.Module):
@@ -78,3 +81,10 @@ def decode(decoder: nn.Module, features: torch.Tensor, batch_size: int = 1000) -
     """``decoder`` applied in eval mode and in batches; returns images on the CPU."""
     decoder.eval()
     return torch.cat([decoder(features[s : s + batch_size]).float().cpu() for s in range(0, len(features), batch_size)])
+
+
+def reconstruction_measures(images: torch.Tensor, reconstructions: torch.Tensor, statistics: ImageStatistics,
+                            variance_fraction: float = 0.9) -> dict[str, float]:
+    """Mean R (principal subspace holding ``variance_fraction``) and PSNR of the mean MSE."""
+    risk = reconstruction_risk(images, reconstructions, statistics, variant="principal", variance_fraction=variance_fraction)
+    return {"r_principal": float(risk.mean()), "psnr": float(psnr_from_mse(mse(images, reconstructions).mean()))}

@@ -16,8 +16,9 @@ from vicious.defences.black_box import BlackBox
 from vicious.defences.detector import Detector, check_images
 from vicious.defences.excess_leakage import ExcessLeakage, LeakageAssessment
 from vicious.defences.output_statistics import OutputStatistics
+from vicious.defences.outputs import predicted_labels
 from vicious.defences.sensitivity import Sensitivity
-from vicious.experiments.config import ConfigError
+from vicious.experiments.config import ConfigError, format_validation_error
 
 
 class SuiteSettings(BaseModel):
@@ -46,7 +47,8 @@ def build_detectors(settings: SuiteSettings) -> list[Detector]:
     ]
 
 
-PRIMARY: dict[str, str] = {d.name: d.primary for d in (OutputStatistics, Sensitivity, ExcessLeakage)}
+DETECTORS: tuple[type[Detector], ...] = (OutputStatistics, Sensitivity, ExcessLeakage)
+PRIMARY: dict[str, str] = {d.name: d.primary for d in DETECTORS}
 
 
 def make_settings(**values) -> SuiteSettings:
@@ -54,8 +56,7 @@ def make_settings(**values) -> SuiteSettings:
     try:
         return SuiteSettings(**values)
     except ValidationError as err:
-        first = err.errors()[0]
-        raise ConfigError(f"{'.'.join(map(str, first['loc']))}: {first['msg']} (got {first.get('input')!r})") from None
+        raise ConfigError(format_validation_error(err)) from None
 
 
 @dataclass
@@ -86,9 +87,7 @@ def score_classifier(
         else:
             scores[detector.name] = detector.scores(classifier, images, outputs)
     accuracy = None
-    if labels is not None and classifier.task == "multiclass":
-        accuracy = float((outputs.argmax(dim=1) == labels).float().mean())
-    elif labels is not None:
-        threshold = 0.5 if classifier.form == "probabilities" else 0.0
-        accuracy = float(((outputs > threshold).float() == labels).float().mean())
+    if labels is not None:
+        predicted = predicted_labels(outputs, classifier.form, classifier.task)
+        accuracy = float((predicted == labels).float().mean())
     return SuiteResult(scores, leakage, outputs, accuracy)

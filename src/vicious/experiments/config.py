@@ -114,7 +114,8 @@ class RunConfig(_Section):
         return self
 
 
-def _format_error(err: ValidationError) -> str:
+def format_validation_error(err: ValidationError) -> str:
+    """The first problem pydantic found, in one line that names the key."""
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "config"
     got = first.get("input")
@@ -129,7 +130,7 @@ def validate_config(values: dict[str, Any]) -> RunConfig:
     try:
         return RunConfig.model_validate(values)
     except ValidationError as err:
-        raise ConfigError(_format_error(err)) from None
+        raise ConfigError(format_validation_error(err)) from None
 
 
 def _check_keys(values: dict[str, Any], model: type[BaseModel], prefix: str) -> None:
