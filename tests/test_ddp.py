@@ -65,7 +65,14 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     _vicious_train("fashion-mnist-vicious-small", root / "ddp", TINY + DDP)
     config = apply_overrides(get_preset("fashion-mnist-vicious-small"), TINY + ["train.accumulate_grad_batches=2"])
-    train_run(config, root / "single")
+    # One thread, as each DDP process has (OMP_NUM_THREADS=1): another thread count sums
+    # in another order, and the comparison below is to 1e-5.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train_run(config, root / "single")
+    finally:
+        torch.set_num_threads(threads)
     return root / "ddp", root / "single"
 
 
