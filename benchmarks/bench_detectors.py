@@ -31,11 +31,12 @@ from vicious.defences.calibration import (
     REFERENCE_IMAGES,
     Calibration,
     reference_config,
+    user_images,
 )
 from vicious.defences.shadow import reconstruction_measures
 from vicious.defences.suite import PRIMARY
 from vicious.experiments.files import atomic_write_json
-from vicious.experiments.runs import load_splits, open_run
+from vicious.experiments.runs import open_run
 from vicious.experiments.training import train_run
 from vicious.metrics import ImageStatistics
 
@@ -80,8 +81,7 @@ def main() -> None:
     settings = SuiteSettings(num_images=args.num_images, sensitivity_images=400, shadow_epochs=args.shadow_epochs,
                              shadow_hidden=256 if args.image_size <= 16 else 512)
     splits = load_dataset("fashion-mnist", image_size=args.image_size)
-    user = splits.test.subset(settings.num_images, seed=settings.seed)
-    images, labels = user.float_images(), user.labels
+    images, labels = user_images(splits, settings)
     statistics = ImageStatistics.fit(splits.train.subset(10_000, seed=0).float_images())
     started = time.perf_counter()
     rows = []
@@ -95,7 +95,7 @@ def main() -> None:
         run_dir = out / name
         t0 = time.perf_counter()
         if not (run_dir / "classifier.safetensors").exists():
-            train_run(config, run_dir, resume=(run_dir / "config.yaml").exists(), splits=load_splits(config))
+            train_run(config, run_dir, resume=(run_dir / "config.yaml").exists())
         t1 = time.perf_counter()
         box = open_classifier(run_dir, splits.info, args.image_size)  # softmax runs release probabilities
         result = score_classifier(box, images, settings, labels)

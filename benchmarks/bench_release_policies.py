@@ -28,7 +28,7 @@ from vicious.defences.outputs import observed_form
 from vicious.defences.release_evaluation import evaluate_policy, observed_outputs
 from vicious.experiments.evaluation import fit_statistics
 from vicious.experiments.files import atomic_write_json
-from vicious.experiments.runs import load_splits, open_run
+from vicious.experiments.runs import open_run
 from vicious.experiments.training import train_run
 
 POLICIES = [
@@ -64,7 +64,7 @@ def main() -> None:
                                   image_size=args.image_size, regime="vicious", output=args.output,
                                   overrides={"data.test_limit": args.test_images, "train.accelerator": "cpu"})
         print(f"training the vicious pair ({args.output} outputs, {args.train_limit} images, {args.epochs} epochs)", flush=True)
-        train_run(config, run_dir, resume=(run_dir / "config.yaml").exists(), splits=load_splits(config))
+        train_run(config, run_dir, resume=(run_dir / "config.yaml").exists())
     run = open_run(run_dir)
     if run.config.regime != "vicious":
         raise SystemExit(f"{run_dir} is a {run.config.regime} run; the release benchmark needs a vicious pair")

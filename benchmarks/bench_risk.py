@@ -26,17 +26,17 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-import threading
-
 import torch
 import torch.nn.functional as nnf
-from vicious.experiments.files import atomic_write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from vicious.experiments.files import atomic_write_json  # noqa: E402
 
 
 def synthetic_images(n: int, channels: int, size: int, seed: int, chunk: int = 2000) -> torch.Tensor:
