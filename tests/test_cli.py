@@ -1,6 +1,7 @@
 """End to end through the command line, with tiny models and data."""
 
 import json
+import math
 
 import pytest
 
@@ -20,7 +21,7 @@ def test_demo_writes_metrics_picture_and_report(tmp_path, capsys):
         assert metrics["regime"] == regime and metrics["dataset"] == "fashion-mnist" and metrics["output"] == "raw"
         assert 0 <= metrics["accuracy"] <= 1 and 0 < metrics["mse"] < 1 and -1 <= metrics["ssim"] <= 1
         # PSNR of the set's mean MSE, independently recomputed.
-        assert metrics["psnr"] == pytest.approx(-10 * __import__("math").log10(metrics["mse"]), rel=1e-6)
+        assert metrics["psnr"] == pytest.approx(-10 * math.log10(metrics["mse"]), rel=1e-6)
         for variant in ("exact", "principal"):
             risk = metrics["risk"][variant]
             assert {"mean", "median", "frac_above_one"} <= set(risk) and 0 <= risk["frac_above_one"] <= 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 from defences_helpers import export_onnx, export_torchscript, tiny_classifier
@@ -15,16 +16,18 @@ TINY = SuiteSettings(num_images=64, sensitivity_images=16, shadow_epochs=2, shad
 VERDICTS = {"likely-honest", "inconclusive", "likely-vicious"}
 
 
+HONEST = {
+    "output_statistics": {"logit_norm": [1.9, 2.1, 2.0]},
+    "sensitivity": {"within_class_contrast": [4.0, 4.4, 4.2]},
+    "excess_leakage": {"psnr_gap": [1.5, 1.8, 1.6]},
+}
+
+
 @pytest.fixture()
 def calibration_file(tmp_path):
-    honest = {
-        "output_statistics": {"logit_norm": [1.9, 2.1, 2.0]},
-        "sensitivity": {"within_class_contrast": [4.0, 4.4, 4.2]},
-        "excess_leakage": {"psnr_gap": [1.5, 1.8, 1.6]},
-    }
     refs = [Reference(name=f"honest-{i}", seed=i, accuracy=0.8, run_dir="-") for i in range(3)]
     path = tmp_path / "calibration.json"
-    Calibration.from_scores("fashion-mnist", 32, TINY, honest, refs).save(path)
+    Calibration.from_scores("fashion-mnist", 32, TINY, HONEST, refs).save(path)
     return path
 
 
@@ -45,6 +48,13 @@ def test_audit_writes_scores_verdicts_thresholds_and_a_page(tmp_path, calibratio
                     "likely-vicious" if entry["score"] > t["likely_vicious_above"] else "inconclusive")
         assert entry["verdict"] == expected, name
         assert entry["score"] == entry["scores"][entry["primary"]]
+        # The thresholds are the calibration's (mean + 2 and + 4 sample standard deviations of the
+        # honest references' primary scores), computed here independently.
+        (primary, honest), = HONEST[name].items()
+        assert entry["primary"] == primary
+        mean, sd = statistics.mean(honest), statistics.stdev(honest)
+        assert t["likely_honest_at_most"] == pytest.approx(mean + 2 * sd)
+        assert t["likely_vicious_above"] == pytest.approx(mean + 4 * sd)
     page = (out / "audit.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and audit["verdict"] in page
     assert "verdict:" in capsys.readouterr().out

@@ -6,16 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from vicious.data import DatasetInfo
 from vicious.defences import BlackBox, ExcessLeakage, Sensitivity, SuiteSettings, score_classifier
 from vicious.defences.sensitivity import perturbations
 
-INFO = DatasetInfo("toy", 4, 1, "multiclass", ("a", "b", "c", "d"))
 SIDE = 16
 
 
 def toy_images(n: int = 600, seed: int = 0):
-    """Four class templates plus a 3-dimensional smooth variation: (images, labels, variation)."""
+    """Four class templates plus a 3-dimensional smooth variation:
+    (images, labels, variation, templates, basis)."""
     g = torch.Generator().manual_seed(seed)
     yy, xx = torch.meshgrid(torch.linspace(0, 1, SIDE), torch.linspace(0, 1, SIDE), indexing="ij")
     templates = torch.stack([(xx < 0.5).float(), (yy < 0.5).float(), ((xx - 0.5) ** 2 + (yy - 0.5) ** 2 < 0.1).float(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from sweep_helpers import write_grid
@@ -31,7 +32,7 @@ def test_ray_sweep_runs_cells_as_tasks_and_shuts_ray_down(tmp_path, capsys):
     summary = json.loads((out / "sweep.json").read_text())
     assert sorted(summary["ran"].values()) == ["done", "done"]
     pids = {read_status(out / name)["pid"] for name in summary["ran"]}
-    assert len(pids) >= 1 and all(pid != __import__("os").getpid() for pid in pids)  # ran in Ray workers
+    assert len(pids) >= 1 and all(pid != os.getpid() for pid in pids)  # ran in Ray workers
     for name in summary["ran"]:
         assert (out / name / "metrics.json").is_file()
     # A rerun finds everything finished and starts no Ray at all.

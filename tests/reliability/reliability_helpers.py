@@ -33,6 +33,12 @@ TINY = [
     "--set", "data.image_size=16", "--set", "train.epochs=2", "--set", "train.batch_size=25",
     "--set", "train.progress=false", "--set", "data.augment=true", "--set", "train.accelerator=cpu",
 ]
+# One epoch on 50 images, no augmentation: for runs whose files the tests then open or tamper with.
+ONE_EPOCH = [
+    "--set", "data.train_limit=50", "--set", "data.val_limit=50", "--set", "data.test_limit=50",
+    "--set", "train.epochs=1", "--set", "train.batch_size=50", "--set", "train.progress=false",
+    "--set", "data.augment=false", "--set", "train.accelerator=cpu",
+]
 _PRELOAD = ["vicious.cli", "vicious.experiments.training", "vicious.experiments.evaluation", "reliability_helpers"]
 
 

@@ -9,20 +9,9 @@ import torch
 
 import vicious
 from vicious.cli import main
-from vicious.experiments import training
+from vicious.data.mnist import EMBEDDED_DIR
 
 TRAIN = ["train", "--preset", "fashion-mnist-vicious-small", "--set", "train.progress=false"]
-EMBEDDED = vicious.__path__[0] + "/data/embedded"
-
-
-@pytest.fixture
-def no_training(monkeypatch):
-    monkeypatch.setattr(training, "load_splits", lambda config: pytest.fail("data was loaded"))
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("VICIOUS_CACHE", str(tmp_path / "cache"))
 
 
 def _fails(argv, capsys, *fragments, status=2) -> str:
@@ -72,7 +61,7 @@ def test_missing_dataset_files_are_named_with_the_fix(tmp_path, capsys, cache):
 
 def test_a_corrupt_dataset_file_is_named_with_the_fix(tmp_path, capsys, cache):
     data = tmp_path / "data"
-    shutil.copytree(EMBEDDED, data)
+    shutil.copytree(EMBEDDED_DIR, data)
     damaged = data / "train-images-idx3-ubyte.gz"
     damaged.write_bytes(damaged.read_bytes()[:5000])  # a download cut short
     _fails([*TRAIN, "--data-root", str(data), "--out", str(tmp_path / "run")], capsys,

@@ -10,16 +10,10 @@ import stat
 import pytest
 
 from vicious.cli import main
-from vicious.experiments import files, training
+from vicious.experiments import files
 from vicious.experiments.files import atomic_write_bytes, atomic_write_json, check_writable
 
 TRAIN = ["train", "--preset", "fashion-mnist-vicious-small", "--set", "train.progress=false"]
-
-
-@pytest.fixture
-def no_training(monkeypatch):
-    """Fail the test if a command gets as far as loading data."""
-    monkeypatch.setattr(training, "load_splits", lambda config: pytest.fail("data was loaded"))
 
 
 def test_a_failed_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):

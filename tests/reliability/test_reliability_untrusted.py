@@ -23,13 +23,11 @@ import vicious
 from vicious.cli import main
 from vicious.data import load_dataset
 from vicious.data.errors import DatasetCorruptError
+from vicious.data.mnist import EMBEDDED_DIR
 from vicious.experiments.checkpoints import UnsafeFileError, load_state, load_weights
 from vicious.models import create_model
 
 SOURCE = Path(vicious.__file__).parent
-TINY = ["--set", "data.train_limit=50", "--set", "data.val_limit=50", "--set", "data.test_limit=50",
-        "--set", "train.epochs=1", "--set", "train.batch_size=50", "--set", "train.progress=false",
-        "--set", "data.augment=false", "--set", "train.accelerator=cpu"]
 
 
 class Planted:
@@ -50,18 +48,6 @@ def planted_files(folder: Path) -> dict[str, bytes]:
     torch.save({"state_dict": Planted(marker)}, path)
     files["torch-save"] = path.read_bytes()
     return files
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("trusted") / "run"
-    assert main(["train", "--preset", "fashion-mnist-vicious-small", *TINY, "--out", str(out), "--no-evaluate"]) == 0
-    return out
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("VICIOUS_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.mark.parametrize("target", ["classifier.safetensors", "decoder.safetensors"])
@@ -116,7 +102,7 @@ def test_planted_cifar_batches_are_refused_before_unpickling(tmp_path, cache):
 
 def _fashion_mnist_raw(folder: Path) -> None:
     """The embedded Fashion-MNIST subset as torchvision's uncompressed raw/ files."""
-    embedded = SOURCE / "data" / "embedded"
+    embedded = EMBEDDED_DIR
     folder.mkdir(parents=True)
     for gz in embedded.glob("*-ubyte.gz"):
         (folder / gz.name.removesuffix(".gz")).write_bytes(gzip.decompress(gz.read_bytes()))

@@ -4,38 +4,26 @@ another config is refused, and the message names the difference."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 from safetensors.torch import load_file, save_file
+from reliability_helpers import ONE_EPOCH
 
 import vicious
 from vicious.cli import main
+from vicious.data.mnist import DEBIAN_FASHION_MNIST, EMBEDDED_DIR
 from vicious.models import create_model
 
 TRAIN = ["train", "--preset", "fashion-mnist-vicious-small"]
-TINY = ["--set", "data.train_limit=50", "--set", "data.val_limit=50", "--set", "data.test_limit=50",
-        "--set", "train.epochs=1", "--set", "train.batch_size=50", "--set", "train.progress=false",
-        "--set", "data.augment=false", "--set", "train.accelerator=cpu"]
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("versions") / "run"
-    assert main([*TRAIN, *TINY, "--out", str(out), "--no-evaluate"]) == 0
-    return out
 
 
 @pytest.fixture
 def copy(run, tmp_path):
     """A private copy of the finished run, to tamper with."""
-    target = tmp_path / "run"
-    for path in run.rglob("*"):
-        if path.is_file():
-            (target / path.relative_to(run)).parent.mkdir(parents=True, exist_ok=True)
-            (target / path.relative_to(run)).write_bytes(path.read_bytes())
-    return target
+    return Path(shutil.copytree(run, tmp_path / "run"))
 
 
 def _error(capsys) -> str:
@@ -102,16 +90,14 @@ def test_weights_for_another_number_of_classes_are_refused_naming_it(copy, capsy
 
 def test_resume_with_another_config_names_the_differences(copy, capsys):
     _interrupted(copy)
-    argv = [*TRAIN, *TINY, "--set", "train.lr=0.01", "--set", "seed=7", "--out", str(copy), "--resume"]
+    argv = [*TRAIN, *ONE_EPOCH, "--set", "train.lr=0.01", "--set", "seed=7", "--out", str(copy), "--resume"]
     assert main(argv) == 2
     err = _error(capsys)
     assert "--resume with a different config" in err
     assert "seed: saved 1, given 7" in err and "train.lr: saved 0.001, given 0.01" in err
     # Where the data lives and the progress display may change between sessions.
-    from vicious.data.mnist import DEBIAN_FASHION_MNIST, EMBEDDED_DIR
-
     same_data = DEBIAN_FASHION_MNIST if DEBIAN_FASHION_MNIST.is_dir() else EMBEDDED_DIR  # where the run found it
-    assert main([*TRAIN, *TINY, "--set", "train.progress=true", "--data-root", str(same_data),
+    assert main([*TRAIN, *ONE_EPOCH, "--set", "train.progress=true", "--data-root", str(same_data),
                  "--out", str(copy), "--resume", "--no-evaluate"]) == 0
     assert (copy / "classifier.safetensors").exists()
     assert json.loads((copy / "training.json").read_text())["phases"]["joint"]["epochs"] == 1
@@ -121,18 +107,15 @@ def test_resume_on_other_data_is_refused_naming_the_split(tmp_path, capsys, monk
     # Resuming on another machine, or with another --data-root, may find other files
     # (e.g. the embedded subset instead of the full set): the run would silently go on
     # with other images. Here the "other files" have train and test swapped.
-    import shutil
-
     monkeypatch.setenv("VICIOUS_CACHE", str(tmp_path / "cache"))
-    embedded = Path(vicious.__file__).parent / "data" / "embedded"
     original, other = tmp_path / "original", tmp_path / "other"
-    shutil.copytree(embedded, original)
+    shutil.copytree(EMBEDDED_DIR, original)
     other.mkdir()
     for kind in ("images-idx3", "labels-idx1"):
-        shutil.copy(embedded / f"train-{kind}-ubyte.gz", other / f"t10k-{kind}-ubyte.gz")
-        shutil.copy(embedded / f"t10k-{kind}-ubyte.gz", other / f"train-{kind}-ubyte.gz")
+        shutil.copy(EMBEDDED_DIR / f"train-{kind}-ubyte.gz", other / f"t10k-{kind}-ubyte.gz")
+        shutil.copy(EMBEDDED_DIR / f"t10k-{kind}-ubyte.gz", other / f"train-{kind}-ubyte.gz")
     run = tmp_path / "run"
-    assert main([*TRAIN, *TINY, "--data-root", str(original), "--out", str(run), "--no-evaluate"]) == 0
+    assert main([*TRAIN, *ONE_EPOCH, "--data-root", str(original), "--out", str(run), "--no-evaluate"]) == 0
     record = json.loads((run / "data.json").read_text())
     assert record["source"] == f"root:{original}" and record["train"]["images"] == 50
     _interrupted(run)
