@@ -1,10 +1,23 @@
-"""Training throughput of the vicious step: batched augmentation vs the per-image original.
+"""Training throughput of the vicious step: the float32 baseline vs the automatic path,
+and batched augmentation vs the per-image original.
 
-    python benchmarks/bench_training_throughput.py [--device cpu|cuda] [--models small [paper]]
-        [--batch 250] [--paper-batch N] [--channels 3] [--size 32] [--precision 32 [bf16]]
-        [--channels-last] [--compile] [--warmup 1] [--steps 2] [--rounds 3] [--json out.json]
+    python benchmarks/bench_training_throughput.py [--device cpu|cuda] [--models small mnist paper]
+        [--batch 128] [--paper-batch N] [--channels 1] [--size 32] [--compare auto|augmentation]
+        [--compile] [--warmup 1] [--steps 2] [--rounds 3] [--json out.json]
 
-The vicious step is one optimiser step of AttackModule's ``joint`` phase, as training
+``--compare auto`` (the default) times, side by side:
+
+  float32     the step as it ran before train.precision=auto: float32, NCHW, Adam's
+              per-tensor (foreach) update
+  auto        what train.precision=auto and train.channels_last=auto choose on this
+              machine (vicious.experiments.hardware), with the fused Adam training uses
+
+for WRN-10-1 (the CPU presets), WRN-28-1 (the paper's MNIST model) and WRN-28-5 (the
+paper's model, batch 16 on a CPU), each with the ratio auto / float32.
+
+``--compare augmentation`` times the augmentation variants instead:
+
+The vicious step (both comparisons) is one optimiser step of AttackModule's ``joint`` phase, as training
 runs it: gather a batch of uint8 images from the dataset tensors (held on the device),
 convert, append one augmented copy per image, F and G forward, the objective,
 backward, Adam. Variants, measured side by side in one run:
@@ -48,11 +61,12 @@ from reference_augmentation import build_aug_set, reference_augment  # noqa: E40
 from torchvision import transforms as T  # noqa: E402
 from vicious.attack.batches import TensorImageDataset  # noqa: E402
 from vicious.attack.lightning_module import AttackModule  # noqa: E402
-from vicious.experiments.config import LossConfig  # noqa: E402
+from vicious.experiments.config import LossConfig, TrainConfig  # noqa: E402
+from vicious.experiments.hardware import numeric_plan  # noqa: E402
 from vicious.models import create_model  # noqa: E402
 from vicious.experiments.files import atomic_write_json  # noqa: E402
 
-MODELS = {"small": (10, 1), "paper": (28, 5)}  # (depth, width)
+MODELS = {"small": (10, 1), "mnist": (28, 1), "paper": (28, 5)}  # (depth, width)
 
 warnings.filterwarnings("ignore", r"You are trying to `self.log\(\)`")  # steps run here without a Trainer
 
@@ -64,6 +78,7 @@ class Variant:
     precision: str = "32"  # "32" | "bf16" (autocast around the forward pass, as Lightning's bf16-mixed)
     channels_last: bool = False
     compile: bool = False
+    fused_adam: bool = False
 
 
 def environment(device: torch.device) -> dict:
@@ -125,7 +140,8 @@ def build_module(model: str, variant: Variant, *, channels: int, size: int, devi
 def make_step(module: AttackModule, dataset: TensorImageDataset, variant: Variant, batch: int,
               device: torch.device, size: int):
     """One training step (index -> None), on data already on the device."""
-    optimizer = module.configure_optimizers()
+    parameters = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(parameters, lr=1e-3, fused=variant.fused_adam)
     indices = torch.Generator().manual_seed(0)
 
     def step(i: int) -> None:
@@ -159,7 +175,7 @@ def measure(model: str, variants: list[Variant], *, device: torch.device, batch:
     for variant in variants:
         module = build_module(model, variant, channels=channels, size=size, device=device)
         step = make_step(module, dataset, variant, batch, device, size)
-        if not variant.compile:  # the compiled graph does the same arithmetic
+        if not variant.compile and variant.augmentation not in flops:  # the same arithmetic
             flops[variant.augmentation] = count_flops(step)
         started = time.perf_counter()
         for i in range(warmup):
@@ -177,7 +193,7 @@ def measure(model: str, variants: list[Variant], *, device: torch.device, batch:
             synchronize(device)
             seconds[variant].append((time.perf_counter() - started) / steps)
     depth, width = MODELS[model]
-    reference = next((v for v in variants if v.augmentation == "reference"), None)
+    reference = next((v for v in variants if v.augmentation == "reference" or v.name == "float32"), None)
     rows = []
     for variant in variants:
         per_step = statistics.median(seconds[variant])
@@ -197,7 +213,7 @@ def measure(model: str, variants: list[Variant], *, device: torch.device, batch:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'model':<9} {'variant':<22} {'batch':>5} {'ms/step':>10} {'images/s':>9} {'x ref':>6} "
+    print(f"{'model':<9} {'variant':<22} {'batch':>5} {'ms/step':>10} {'images/s':>9} {'x base':>6} "
           f"{'TFLOP/s':>8} {'of peak':>8}")
     for r in rows:
         speedup = f"{r['speedup_vs_reference']:.2f}" if r["speedup_vs_reference"] else "-"
@@ -211,15 +227,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=None,
-                        help="default: small, plus paper on a GPU")
-    parser.add_argument("--batch", type=int, default=250)
+                        help="default: small, mnist and paper")
+    parser.add_argument("--batch", type=int, default=128, help="originals per step (the -small presets' batch)")
     parser.add_argument("--paper-batch", type=int, default=None,
                         help="batch for the paper-size model (default: --batch on a GPU, 16 on a CPU)")
-    parser.add_argument("--channels", type=int, default=3)
+    parser.add_argument("--channels", type=int, default=1, help="1 as (Fashion-)MNIST, 3 as CIFAR")
     parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--precision", nargs="+", choices=["32", "bf16"], default=["32"])
-    parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--compare", choices=["auto", "augmentation"], default="auto")
+    parser.add_argument("--compile", action="store_true", help="also torch.compile the auto variant's networks")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--steps", type=int, default=None, help="steps per round (default 2 on CPU, 10 on GPU)")
     parser.add_argument("--rounds", type=int, default=3)
@@ -231,16 +246,23 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     on_gpu = device.type == "cuda"
-    models = args.models or (["small", "paper"] if on_gpu else ["small"])
+    models = args.models or ["small", "mnist", "paper"]
     steps = args.steps or (10 if on_gpu else 2)
-    result = {"benchmark": "training_throughput", "environment_before": environment(device), "rows": []}
+    plan = numeric_plan(TrainConfig(accelerator="gpu" if on_gpu else "cpu"))
+    precision = "bf16" if plan.precision == "bf16-mixed" else "32"
+    result = {"benchmark": "training_throughput", "environment_before": environment(device),
+              "auto_plan": plan.record(), "rows": []}
+    print(f"train.precision=auto chooses {plan.precision}, channels_last={plan.channels_last} here "
+          f"(CPU capability {torch.backends.cpu.get_cpu_capability()})", flush=True)
     for model in models:
-        batch = args.batch if model == "small" else (args.paper_batch or (args.batch if on_gpu else 16))
-        variants = []
-        for precision in args.precision:
-            suffix = "" if precision == "32" else " bf16"
-            for kind in ("ours", "reference", "none"):
-                variants.append(Variant(f"{kind}{suffix}", kind, precision, args.channels_last, args.compile))
+        batch = args.batch if model != "paper" else (args.paper_batch or (args.batch if on_gpu else 16))
+        if args.compare == "auto":
+            # Augmentation on in both, as the paper presets train; the networks dominate the step.
+            variants = [Variant("float32"),
+                        Variant("auto", "ours", precision, plan.channels_last, args.compile, fused_adam=True)]
+        else:
+            variants = [Variant(kind, kind, precision, plan.channels_last, args.compile, fused_adam=True)
+                        for kind in ("ours", "reference", "none")]
         print(f"{model}: batch {batch}, {len(variants)} variants, {args.rounds} rounds of {steps} steps", flush=True)
         result["rows"] += measure(model, variants, device=device, batch=batch, channels=args.channels,
                                   size=args.size, warmup=args.warmup, steps=steps, rounds=args.rounds)

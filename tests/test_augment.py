@@ -155,11 +155,15 @@ def test_random_transforms_match_torchvision_given_params(channels):
         ),
         "gaussian_blur": lambda i: TF.gaussian_blur(x[i], [5, 9], [params.sigma[i].item()] * 2),
     }
+    # Perspective samples at coordinates from a matrix product whose summation order differs
+    # between AVX2 and AVX-512 kernels: ~1e-5 px apart, times pixel-to-pixel jumps of up to 1
+    # in random images. 5e-4 is still 1/8 of a uint8 level; the others agree to 1e-5 everywhere.
+    tolerance = {"erasing": 1e-5, "perspective": 5e-4, "gaussian_blur": 1e-5}
     for name, op in ops.items():
         picked = torch.nonzero(choices == K[name]).squeeze(1)
         assert picked.numel() > 5, name
         expected = torch.stack([op(i) for i in picked]).clamp(0, 1)
-        torch.testing.assert_close(out[picked], expected, atol=1e-5, rtol=0, msg=name)
+        torch.testing.assert_close(out[picked], expected, atol=tolerance[name], rtol=0, msg=name)
 
 
 # --- random parameters: same distributions as torchvision's get_params -------

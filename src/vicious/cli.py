@@ -43,6 +43,8 @@ def _cmd_train(args) -> None:
         overrides.append(f"data.root={args.data_root}")
     if args.download:
         overrides.append("data.download=true")
+    if args.quiet:
+        overrides.append("train.progress=false")
     config = apply_overrides(config, overrides)
     run_dir = train_run(config, Path(args.out), resume=args.resume)
     if not args.no_evaluate and is_global_zero():  # under DDP, one process evaluates
@@ -92,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="vicious-demo", help="output folder (default: vicious-demo)")
     demo.add_argument("--data-root", help="folder holding Fashion-MNIST (default: Debian package, else embedded)")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument("--quiet", action="store_true", help="no progress (no bar on a terminal, no per-epoch lines)")
     demo.set_defaults(func=_cmd_demo)
 
     train = sub.add_parser("train", help="train one run from a preset or a config file")
@@ -104,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-root", help="folder holding the dataset")
     train.add_argument("--download", action="store_true", help="download the dataset if missing")
     train.add_argument("--no-evaluate", action="store_true", help="skip the test-split evaluation")
+    train.add_argument("--quiet", action="store_true", help="no progress (no bar on a terminal, no per-epoch lines)")
     train.set_defaults(func=_cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="measure a trained run on its test split")

@@ -91,4 +91,4 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     found = dict(re.findall(r'data-(images-ok|images|table-rows|table-width)="(\d+)"', dom))
     assert found.get("images") == "7" and found.get("images-ok") == "7", found
     # summary 2 + paired 1 + leakage 2 + runs 4 rows
-    assert int(found["table-rows"]) == 2 + 1 + 2 + 4 and int(found["table-width"]) > 300
+    assert int(found["table-rows"]) == 3 + 1 + 2 + 4 and int(found["table-width"]) > 300

@@ -15,8 +15,9 @@ from vicious.experiments.checkpoints import load_state
 from vicious.experiments.config import ConfigError, apply_overrides
 from vicious.experiments.presets import get_preset
 
-# 100 images in batches of 50, no augmentation: 2 training batches per epoch.
-TINY = ["--set", "data.train_limit=100", "--set", "data.val_limit=50", "--set", "data.test_limit=50",
+# 100 images in batches of 50, no augmentation: 2 training batches per epoch. A constant
+# learning rate, so that the 1-epoch reference run's first epoch is the 2-epoch run's.
+TINY = ["--set", "train.schedule=constant","--set", "data.train_limit=100", "--set", "data.val_limit=50", "--set", "data.test_limit=50",
         "--set", "train.epochs=2", "--set", "train.batch_size=50", "--set", "train.progress=false",
         "--set", "data.augment=false", "--set", "train.accelerator=cpu"]
 BATCHES_PER_EPOCH = 2

@@ -94,7 +94,7 @@ def test_resume_with_another_config_names_the_differences(copy, capsys):
     assert main(argv) == 2
     err = _error(capsys)
     assert "--resume with a different config" in err
-    assert "seed: saved 1, given 7" in err and "train.lr: saved 0.001, given 0.01" in err
+    assert "seed: saved 1, given 7" in err and "train.lr: saved 0.015, given 0.01" in err
     # Where the data lives and the progress display may change between sessions.
     same_data = DEBIAN_FASHION_MNIST if DEBIAN_FASHION_MNIST.is_dir() else EMBEDDED_DIR  # where the run found it
     assert main([*TRAIN, *ONE_EPOCH, "--set", "train.progress=true", "--data-root", str(same_data),

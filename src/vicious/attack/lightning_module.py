@@ -13,11 +13,11 @@ from typing import Literal
 
 import lightning as L
 import torch
-from piq import ssim as piq_ssim
 from torchmetrics import MeanMetric
 
 from vicious.attack.objective import output_entropy, reconstruction_loss, task_loss
 from vicious.data.augment import with_augmented_copies
+from vicious.metrics.ssim import ssim_separable
 from vicious.experiments.config import LossConfig
 
 Phase = Literal["joint", "classifier", "decoder"]
@@ -52,19 +52,27 @@ class AttackModule(L.LightningModule):
         phase: Phase,
         loss: LossConfig,
         lr: float,
-        seed: int,
+        schedule: str = "constant",
+        warmup_fraction: float = 0.25,
+        seed: int = 1,
         augment: bool,
         pos_weight: torch.Tensor | None = None,
         channels_last: bool = False,
         nan_check_every: int = 1,
+        outputs_given: bool = False,
     ) -> None:
         super().__init__()
         self.classifier, self.decoder = classifier, decoder
         self.phase, self.loss_config, self.lr = phase, loss, lr
+        self.schedule, self.warmup_fraction = schedule, warmup_fraction
         self.seed, self.augment = seed, augment
         self.register_buffer("pos_weight", pos_weight, persistent=False)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.nan_check_every = nan_check_every
+        # Decoder phase only: the batches' second element is F's precomputed outputs, not labels.
+        self.outputs_given = outputs_given
+        if outputs_given and (phase != "decoder" or augment):
+            raise ValueError("precomputed outputs serve only the decoder phase without augmentation")
         self.val_accuracy, self.val_mse, self.val_ssim = MeanMetric(), MeanMetric(), MeanMetric()
         self.world_size = 1  # processes training together; set by setup() under DDP
         # Only the phase's networks learn (DDP also refuses parameters that get no gradient).
@@ -73,6 +81,17 @@ class AttackModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         self.world_size = self.trainer.world_size
+
+    def on_train_start(self) -> None:
+        # Checkpoints hold tensors contiguous (safetensors needs it), so Adam's moments of a
+        # channels_last weight come back in the other layout. Fused Adam walks storage order and
+        # would pair each weight with other weights' moments (silently wrong, as of torch 2.14):
+        # give every restored moment its weight's layout back.
+        for optimizer in self.trainer.optimizers:
+            for param, state in optimizer.state.items():
+                for key, value in state.items():
+                    if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                        state[key] = torch.empty_like(param).copy_(value)
 
     @property
     def multilabel(self) -> bool:
@@ -95,7 +114,9 @@ class AttackModule(L.LightningModule):
                 images, labels = with_augmented_copies(images, labels, generator=generator)
         cfg = self.loss_config
         total = images.new_zeros(())
-        if self.phase == "decoder":
+        if self.outputs_given:
+            logits = labels
+        elif self.phase == "decoder":
             self.classifier.eval()  # frozen F: BatchNorm keeps its running statistics
             with torch.no_grad():
                 logits = self.classifier(images)
@@ -165,10 +186,7 @@ class AttackModule(L.LightningModule):
             x_rec = self.decoder(logits.float()).float()
             self.val_mse.update(((x_rec - images) ** 2).flatten(1).mean(dim=1))
             with _float32(images.device):
-                self.val_ssim.update(
-                    piq_ssim(x_rec, images, data_range=1.0, kernel_size=11, kernel_sigma=1.5,
-                             downsample=False, reduction="none")
-                )
+                self.val_ssim.update(ssim_separable(x_rec, images))
 
     def on_validation_epoch_end(self) -> None:
         zero = torch.zeros((), device=self.device)
@@ -177,14 +195,26 @@ class AttackModule(L.LightningModule):
         mse = self.val_mse.compute() if self.val_mse.update_called else zero
         ssim = self.val_ssim.compute() if self.val_ssim.update_called else zero + 1
         score = selection_score(self.phase, self.loss_config, accuracy, mse, ssim)
-        self.log_dict(
-            {"val/accuracy": accuracy, "val/mse": mse, "val/ssim": ssim, "val/score": score},
-            prog_bar=True, sync_dist=False,
-        )
+        # Only what this phase measures: a classifier alone has no reconstruction to score.
+        logged = {"val/score": score}
+        if self.phase != "decoder" or self.loss_config.beta_c:
+            logged["val/accuracy"] = accuracy
+        if self.phase != "classifier":
+            logged |= {"val/mse": mse, "val/ssim": ssim}
+        self.log_dict(logged, prog_bar=True, sync_dist=False)
         for metric in (self.val_accuracy, self.val_mse, self.val_ssim):
             metric.reset()
 
     def configure_optimizers(self):
         # One Adam over every trainable parameter equals one Adam per network (METHOD.md).
         parameters = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.Adam(parameters, lr=self.lr)
+        # Fused Adam: one kernel for all parameters instead of a dozen per tensor; same maths.
+        optimizer = torch.optim.Adam(parameters, lr=self.lr, fused=True)
+        if self.schedule == "constant":
+            return optimizer
+        # One-cycle: warm up to lr, then cosine decay to lr / 1e4, over the phase's steps.
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=self.lr, total_steps=max(int(self.trainer.estimated_stepping_batches), 1),
+            pct_start=self.warmup_fraction, cycle_momentum=False,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

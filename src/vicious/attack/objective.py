@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as nnf
-from piq import ssim as piq_ssim
-
+from vicious.metrics.ssim import ssim_separable
 from vicious.models import outputs_to_probabilities
 
 
@@ -29,9 +28,7 @@ def reconstruction_loss(
     loss = alpha_huber * nnf.huber_loss(x_rec, x, delta=huber_delta)
     if alpha_ssim:
         # float32: SSIM's variance terms lose too much in bf16 under autocast.
-        similarity = piq_ssim(
-            x_rec.float(), x.float(), data_range=1.0, kernel_size=11, kernel_sigma=1.5, downsample=False
-        )
+        similarity = ssim_separable(x_rec.float(), x.float()).mean()
         loss = loss + alpha_ssim * (1 - similarity)
     return loss
 

@@ -47,6 +47,9 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     depth: int = Field(28, ge=10, le=100, description="WideResNet depth, 6n + 4")
     width: int = Field(1, ge=1, le=16, description="WideResNet widening factor")
+    decoder_input_norm: bool = Field(
+        False, description="standardise G's K inputs (BatchNorm) before its linear layer; off = the paper's G"
+    )
 
     @model_validator(mode="after")
     def _depth_is_6n_plus_4(self) -> ModelConfig:
@@ -72,18 +75,26 @@ class TrainConfig(_Section):
     max_minutes: float | None = Field(
         None, gt=0, description="stop each phase after this wall time (the best epoch so far is kept)"
     )
-    lr: float = Field(1e-3, gt=0, le=1.0)
+    lr: float = Field(1e-3, gt=0, le=1.0, description="Adam's learning rate; the peak rate under a one-cycle schedule")
+    schedule: Literal["constant", "onecycle"] = Field(
+        "constant", description="learning rate over a phase: constant (the paper) or one-cycle (warm-up, cosine decay)"
+    )
+    warmup_fraction: float = Field(0.25, gt=0, lt=1, description="one-cycle: fraction of the steps spent warming up")
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int | Literal["auto"] = "auto"
     num_nodes: int = Field(1, ge=1)
     strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"] = "auto"
-    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
-    channels_last: bool = False
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = Field(
+        "auto", description="auto: bf16-mixed where the device computes bf16 natively (AMX/AVX512-BF16 CPUs, GPUs), else 32-true"
+    )
+    channels_last: bool | Literal["auto"] = Field("auto", description="auto: on for CPUs, and for GPUs under bf16-mixed")
     compile: bool = False
     sync_batchnorm: bool = Field(False, description="DDP on GPUs: BatchNorm statistics over the global batch")
     data_on_device: bool = Field(True, description="on a GPU, hold the images there and gather batches on it")
     eval_batch_size: int = Field(1000, ge=1, le=65_536)
-    progress: bool = True
+    progress: bool | Literal["lines"] = Field(
+        True, description="report progress: true = a bar on a terminal, else one line per epoch; "
+        "'lines' = one line per epoch always; false = nothing")
 
 
 class EvaluationConfig(_Section):

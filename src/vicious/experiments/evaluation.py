@@ -46,10 +46,46 @@ def reconstruct(run: TrainedRun, images_uint8: torch.Tensor, batch_size: int = 1
     return torch.cat(logits), torch.cat(recs)
 
 
+def label_only_decoder(splits: DatasetSplits):
+    """The label-only floor of a dataset: class means (attribute-pattern means) of its training images."""
+    from vicious.attack.label_only import LabelOnlyDecoder
+
+    num_classes = None if splits.info.task == "multilabel" else splits.info.num_outputs
+    return LabelOnlyDecoder(splits.train.images, splits.train.labels, num_classes)
+
+
+def reconstruction_measures(x: torch.Tensor, x_rec: torch.Tensor, statistics: ImageStatistics,
+                            fraction: float) -> tuple[dict, dict[str, torch.Tensor]]:
+    """What a reconstruction reveals: (summary, per-image tensors) of MSE, PSNR, SSIM and R."""
+    per = {"mse": mse(x, x_rec), "psnr": psnr(x, x_rec), "ssim": ssim(x, x_rec),
+           "r_exact": reconstruction_risk(x, x_rec, statistics, variant="exact"),
+           "r_principal": reconstruction_risk(x, x_rec, statistics, variant="principal", variance_fraction=fraction)}
+    summary = {
+        "mse": float(per["mse"].mean()),
+        "psnr": float(psnr_from_mse(per["mse"].mean())),
+        "psnr_per_image_mean": float(per["psnr"].mean()),
+        "ssim": float(per["ssim"].mean()),
+        "risk": {
+            "exact": summarise_risk(per["r_exact"]),
+            "principal": {**summarise_risk(per["r_principal"]), "variance_fraction": fraction,
+                          "components": statistics.components_for(fraction)},
+        },
+        "reidentification": {
+            "pixel": reidentification(x, x_rec, space="pixel"),
+            "principal": reidentification(x, x_rec, space="principal", stats=statistics, variance_fraction=fraction),
+        },
+    }
+    return summary, per
+
+
 def evaluate_run(
     run_dir: Path | TrainedRun, *, statistics: ImageStatistics | None = None, write: bool = True
 ) -> dict:
-    """Measure a run on its test split; returns (and writes) the metrics dictionary."""
+    """Measure a run on its test split; returns (and writes) the metrics dictionary.
+
+    ``label_only`` holds the same measures for the label-only floor: each test image
+    replaced by the mean training image of the class this run's classifier predicted.
+    """
     run = run_dir if isinstance(run_dir, TrainedRun) else open_run(Path(run_dir))
     config, splits = run.config, run.splits
     statistics = statistics or fit_statistics(splits)
@@ -57,10 +93,9 @@ def evaluate_run(
     logits, x_rec = reconstruct(run, splits.test.images, config.train.eval_batch_size)
     labels = splits.test.labels
     correct = accuracy(logits, labels)
-    per_mse, per_psnr, per_ssim = mse(x, x_rec), psnr(x, x_rec), ssim(x, x_rec)
     fraction = config.evaluation.variance_fraction
-    r_exact = reconstruction_risk(x, x_rec, statistics, variant="exact")
-    r_principal = reconstruction_risk(x, x_rec, statistics, variant="principal", variance_fraction=fraction)
+    measured, per = reconstruction_measures(x, x_rec, statistics, fraction)
+    floor, floor_per = reconstruction_measures(x, label_only_decoder(splits)(logits), statistics, fraction)
     per_image_accuracy = correct.mean(dim=1) if correct.ndim == 2 else correct
     metrics = {
         "regime": config.regime,
@@ -71,39 +106,32 @@ def evaluate_run(
         "num_outputs": splits.info.num_outputs,
         "num_test_images": len(x),
         "accuracy": float(per_image_accuracy.mean()),
-        "mse": float(per_mse.mean()),
-        "psnr": float(psnr_from_mse(per_mse.mean())),
-        "psnr_per_image_mean": float(per_psnr.mean()),
-        "ssim": float(per_ssim.mean()),
-        "risk": {
-            "exact": summarise_risk(r_exact),
-            "principal": {**summarise_risk(r_principal), "variance_fraction": fraction,
-                          "components": statistics.components_for(fraction)},
-        },
-        "reidentification": {
-            "pixel": reidentification(x, x_rec, space="pixel"),
-            "principal": reidentification(x, x_rec, space="principal", stats=statistics, variance_fraction=fraction),
-        },
+        **measured,
+        "label_only": floor,
         "confidence_intervals": {
             name: list(bootstrap_ci(values, seed=config.seed))
-            for name, values in (("accuracy", per_image_accuracy), ("mse", per_mse), ("psnr_per_image", per_psnr),
-                                 ("ssim", per_ssim), ("risk_exact", r_exact), ("risk_principal", r_principal))
+            for name, values in (("accuracy", per_image_accuracy), ("mse", per["mse"]),
+                                 ("psnr_per_image", per["psnr"]), ("ssim", per["ssim"]),
+                                 ("risk_exact", per["r_exact"]), ("risk_principal", per["r_principal"]))
         },
     }
     if correct.ndim == 2:
         names = splits.info.output_names
         metrics["accuracy_per_attribute"] = {n: float(a) for n, a in zip(names, correct.mean(dim=0))}
     if write:
+        columns = {"accuracy": per_image_accuracy, **per,
+                   **{f"{name}_label_only": floor_per[name] for name in ("psnr", "r_principal")}}
+        if correct.ndim == 1:
+            columns = {"label": labels, "predicted": logits.argmax(dim=1), **columns}
         atomic_write_json(run.path / "metrics.json", metrics)
-        atomic_write_text(run.path / "per_sample.csv", _per_sample_csv(
-            per_image_accuracy, per_mse, per_psnr, per_ssim, r_exact, r_principal))
+        atomic_write_text(run.path / "per_sample.csv", _per_sample_csv(columns))
     return metrics
 
 
-def _per_sample_csv(*columns: torch.Tensor) -> str:
+def _per_sample_csv(columns: dict[str, torch.Tensor]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["index", "accuracy", "mse", "psnr", "ssim", "r_exact", "r_principal"])
-    for i, row in enumerate(zip(*(c.tolist() for c in columns))):
-        writer.writerow([i, *(f"{v:.6g}" for v in row)])
+    writer.writerow(["index", *columns])
+    for i, row in enumerate(zip(*(c.tolist() for c in columns.values()))):
+        writer.writerow([i, *(v if isinstance(v, int) else f"{v:.6g}" for v in row)])
     return out.getvalue()

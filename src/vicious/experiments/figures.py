@@ -138,3 +138,56 @@ def leakage_curves(points: Sequence[dict], *, dpi: int = 110) -> bytes:
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return figure_png(fig, dpi=dpi)
+
+
+# --- the demo page ---------------------------------------------------------------------------
+
+DEMO_COLOURS = {"label only": "tab:gray", "honest": "tab:blue", "vicious": "tab:red"}
+
+
+def demo_distributions(rows: dict[str, dict[str, Sequence[float]]], *, dpi: int = 110) -> bytes:
+    """Histograms of per-image PSNR and r (principal), one outline per row:
+    ``rows[name] = {"psnr": [...], "r_principal": [...]}``."""
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    for ax, key, label in ((axes[0], "psnr", "per-image PSNR (dB)"), (axes[1], "r_principal", "per-image r, principal")):
+        pooled = np.concatenate([np.asarray(v[key], dtype=float) for v in rows.values()])
+        pooled = pooled[np.isfinite(pooled)]
+        low, high = np.percentile(pooled, [0.5, 99.5]) if len(pooled) else (0.0, 1.0)
+        bins = np.linspace(low, max(high, low + 1e-6), 41)
+        for name, values in rows.items():
+            ax.hist(np.clip(values[key], low, high), bins=bins, histtype="step", lw=1.6,
+                    color=DEMO_COLOURS.get(name, "tab:green"), label=name)
+        if key == "r_principal":
+            ax.axvline(1.0, color="black", lw=0.8, ls=":")
+        ax.set_xlabel(label)
+        ax.set_ylabel("test images")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return figure_png(fig, dpi=dpi)
+
+
+def training_curves(curves: dict[str, Sequence[dict[str, float]]], *, dpi: int = 110) -> bytes:
+    """Validation PSNR (from ``val/mse``) and accuracy per epoch: ``curves[name]`` lists
+    ``{"epoch": e, "val/mse": ..., "val/accuracy": ...}`` (either value may be absent)."""
+    import math
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    for name, points in curves.items():
+        colour = "tab:red" if name.startswith("vicious") else "tab:blue"
+        style = "--" if "classifier" in name else "-"
+        psnr = [(p["epoch"], 10 * math.log10(1 / p["val/mse"])) for p in points if p.get("val/mse", 0) > 0]
+        accuracy = [(p["epoch"], p["val/accuracy"]) for p in points if "val/accuracy" in p]
+        for ax, series in ((axes[0], psnr), (axes[1], accuracy)):
+            if series:
+                ax.plot(*zip(*series), marker="o", ms=3, color=colour, ls=style, label=name)
+    for ax, label in ((axes[0], "validation PSNR (dB)"), (axes[1], "validation accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    return figure_png(fig, dpi=dpi)

@@ -36,8 +36,10 @@ def environment_record(config: RunConfig) -> dict:
     """What a reader needs to reproduce or trust a result."""
     import lightning
 
+    from vicious.experiments.hardware import numeric_plan, trains_on_cuda
+
     # The device training runs on: the GPU only where the config lets Lightning use it.
-    cuda = torch.cuda.is_available() and config.train.accelerator in ("auto", "gpu", "cuda")
+    cuda = trains_on_cuda(config.train)
     return {
         "seed": config.seed,
         "vicious": vicious.__version__,
@@ -48,6 +50,8 @@ def environment_record(config: RunConfig) -> dict:
         "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",
         "cuda": torch.version.cuda if cuda else None,
         "cpu_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        **numeric_plan(config.train).record(),  # what train.precision / channels_last=auto chose here
     }
 
 
@@ -79,6 +83,7 @@ def build_models(config: RunConfig, splits: DatasetSplits) -> tuple[torch.nn.Mod
     decoder = create_model(
         "wrn-decoder", depth=config.model.depth, width=config.model.width, out_channels=info.channels,
         num_inputs=info.num_outputs, image_size=config.data.image_size, input_form=config.output, task=info.task,
+        input_norm=config.model.decoder_input_norm,
     )
     return classifier, decoder
 

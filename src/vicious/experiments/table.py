@@ -5,7 +5,10 @@ Reads every ``metrics.json`` (with its ``config.yaml``) under a folder, and the
 
 * ``summary``: per dataset, K, output form and regime, each measure's mean ± std
   over seeds (sample std, n − 1); a single seed shows its bootstrap 95% interval.
-* ``paired``: vicious minus honest, paired by dataset, K, output form and seed.
+  A ``label only`` row beside each honest one: the label-only floor of the honest
+  classifiers (each test image replaced by the mean training image of its predicted class).
+* ``paired``: vicious minus honest, paired by dataset, K, output form and seed, and
+  vicious minus its own label-only floor.
 * ``leakage``: reconstruction measures against K, the number of classes or attributes.
 * ``runs``: every run with the bootstrap 95% interval of each mean.
 * ``failed``: cells without results, and why.
@@ -18,6 +21,7 @@ so rows never mix settings. Risk R is shown in both variants (METHOD.md): ``exac
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -36,7 +40,8 @@ from vicious.experiments.sweep import (
 
 FORMATS = ("md", "csv", "json", "latex")
 SECTIONS = ("summary", "paired", "leakage", "runs", "failed")
-REGIMES = ("honest", "vicious", "autoencoder")
+LABEL_ONLY = "label only"
+REGIMES = (LABEL_ONLY, "honest", "vicious", "autoencoder")
 DATASET_ORDER = ("mnist", "fashion-mnist", "cifar10", "cifar100", "tinyimagenet", "celeba")
 # Config keys that say where or how a run was computed, not what it computed.
 _NOT_SETTINGS = ("seed", "regime", "output", "preset", "version", "data.name", "data.attributes", "data.root",
@@ -101,6 +106,7 @@ R_ABOVE_ONE = Measure("r_above_one", "r>1 (principal)", ("risk", "principal", "f
 REID1_PIXEL = Measure("reid_top1_pixel", "re-id@1 pixel", ("reidentification", "pixel", "top1"), "{:.1%}")
 REID1 = Measure("reid_top1", "re-id@1 principal", ("reidentification", "principal", "top1"), "{:.1%}")
 REID5 = Measure("reid_top5", "re-id@5 principal", ("reidentification", "principal", "top5"), "{:.1%}")
+PSNR_LABEL_ONLY = Measure("psnr_label_only", "PSNR label only (dB)", ("label_only", "psnr"), "{:.2f}")
 SUMMARY_MEASURES = (ACCURACY, MSE, PSNR, SSIM, R_EXACT, R_PRINCIPAL, R_ABOVE_ONE, REID1, REID5)
 LEAKAGE_MEASURES = (PSNR, SSIM, R_EXACT, R_PRINCIPAL, REID1)
 RUN_MEASURES = (ACCURACY, MSE, PSNR, SSIM, R_EXACT, R_PRINCIPAL, REID1_PIXEL, REID1, REID5)
@@ -213,9 +219,20 @@ def _measure_columns(measures: Sequence[Measure]) -> list[Column]:
     return [Column(m.key, m.title, m.fmt) for m in measures]
 
 
+def label_only_records(records: Sequence[RunRecord]) -> list[RunRecord]:
+    """The label-only floor of each honest run as a record of its own (regime ``label only``):
+    the measures of ``metrics.json``'s ``label_only`` with that run's accuracy."""
+    floors = []
+    for r in records:
+        if r.regime == "honest" and isinstance(r.metrics.get("label_only"), dict):
+            kept = {k: r.metrics[k] for k in ("dataset", "num_outputs", "output", "seed", "accuracy")}
+            floors.append(dataclasses.replace(r, metrics={**r.metrics["label_only"], **kept, "regime": LABEL_ONLY}))
+    return floors
+
+
 def summary_table(records: Sequence[RunRecord], keys: Sequence[str]) -> Table:
     groups = defaultdict(list)
-    for r in records:
+    for r in [*records, *label_only_records(records)]:
         groups[(r.dataset, r.num_outputs, r.output, settings_of(r, keys), r.regime)].append(r)
     order = sorted(groups, key=lambda g: (dataset_rank(g[0]), g[1], g[2], g[3], regime_rank(g[4])))
     rows = [[d, k, o, *s, regime, len(groups[(d, k, o, s, regime)]),
@@ -227,7 +244,8 @@ def summary_table(records: Sequence[RunRecord], keys: Sequence[str]) -> Table:
              "R exact uses the full pseudo-inverse of the pixel covariance (the paper's R); R principal "
              "the leading principal subspace (METHOD.md). r>1: share of test images reconstructed closer "
              "than the population mean. re-id@k: share of reconstructions whose source is among the k "
-             "nearest test images (principal subspace)."]
+             "nearest test images (principal subspace). label only: each test image replaced by the mean "
+             "training image of the class the honest classifier predicted, the floor any classifier gives away."]
     return Table("summary", "Results per dataset, output form and regime", columns, rows, notes)
 
 
@@ -257,12 +275,18 @@ def paired_table(records: Sequence[RunRecord], keys: Sequence[str]) -> Table:
                 values.append(b / a if ratio else b - a)
         return Stat.of(values) if values else None
 
+    def above_floor(pairs) -> Stat | None:
+        values = [PSNR.value(v.metrics) - PSNR_LABEL_ONLY.value(v.metrics) for _, v in pairs
+                  if PSNR_LABEL_ONLY.value(v.metrics) is not None]
+        return Stat.of(values) if values else None
+
     columns = [Column("dataset", "dataset"), Column("K", "K"), Column("output", "output"),
                *(Column(k, k) for k in keys), Column("pairs", "pairs"),
                Column("accuracy_honest", "accuracy honest", "{:.3f}"),
                Column("accuracy_vicious", "accuracy vicious", "{:.3f}"),
                Column("d_accuracy", "Δ accuracy", "{:+.3f}"), Column("d_psnr", "Δ PSNR (dB)", "{:+.2f}"),
-               Column("d_ssim", "Δ SSIM", "{:+.3f}"), Column("x_r_principal", "R principal ×", "{:.2f}"),
+               Column("d_ssim", "Δ SSIM", "{:+.3f}"),
+               Column("d_psnr_label_only", "Δ PSNR vs label only (dB)", "{:+.2f}"), Column("x_r_principal", "R principal ×", "{:.2f}"),
                Column("x_r_exact", "R exact ×", "{:.2f}"), Column("d_reid_top1", "Δ re-id@1", "{:+.1%}")]
     order = sorted(groups, key=lambda g: (dataset_rank(g[0]), g[1], g[2], g[3]))
     rows = []
@@ -271,9 +295,10 @@ def paired_table(records: Sequence[RunRecord], keys: Sequence[str]) -> Table:
         acc_h = Stat.of([ACCURACY.value(h.metrics) for h, _ in pairs])
         acc_v = Stat.of([ACCURACY.value(v.metrics) for _, v in pairs])
         rows.append([*group[:3], *group[3], len(pairs), acc_h, acc_v, delta(ACCURACY, pairs), delta(PSNR, pairs),
-                     delta(SSIM, pairs), delta(R_PRINCIPAL, pairs, ratio=True), delta(R_EXACT, pairs, ratio=True),
+                     delta(SSIM, pairs), above_floor(pairs), delta(R_PRINCIPAL, pairs, ratio=True), delta(R_EXACT, pairs, ratio=True),
                      delta(REID1, pairs)])
     notes = ["Vicious minus honest, paired by dataset, K, output form and seed (× columns: vicious / honest); "
+             "Δ PSNR vs label only: vicious minus the label-only floor of its own classifier; "
              "mean ± sample std over pairs. The paper's claims: Δ accuracy near 0, reconstructions far better "
              "(Δ PSNR, Δ SSIM > 0, R × > 1)."]
     if not rows:

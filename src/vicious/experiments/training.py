@@ -27,9 +27,12 @@ from lightning.pytorch.loggers import CSVLogger
 
 from vicious.attack.batches import TensorDataModule
 from vicious.attack.lightning_module import AttackModule, Phase
+from vicious.data import Split
 from vicious.experiments.checkpoints import SafetensorsCheckpointIO, load_state, save_state, save_weights
 from vicious.experiments.config import ConfigError, RunConfig, load_config, save_config
 from vicious.experiments.files import atomic_write_json, check_writable
+from vicious.experiments.logs import epoch_progress_callbacks
+from vicious.experiments.hardware import numeric_plan, trains_on_cuda
 from vicious.experiments.runs import (
     CLASSIFIER_FILE, CONFIG_FILE, DATA_FILE, DECODER_FILE, build_models, environment_record, load_splits,
     weights_metadata,
@@ -198,17 +201,42 @@ def _load_phase(path: Path, classifier: torch.nn.Module, decoder: torch.nn.Modul
     decoder.load_state_dict(state["decoder"])
 
 
+@torch.no_grad()
+def frozen_outputs(classifier: torch.nn.Module, images: torch.Tensor, train, plan) -> torch.Tensor:
+    """F's outputs (N, K) float32 for uint8 images, in eval mode, on the training device and
+    in the training precision (so G sees what it would see computing them per batch)."""
+    device = torch.device("cuda", torch.cuda.current_device()) if trains_on_cuda(train) else torch.device("cpu")
+    classifier = classifier.to(device).eval()
+    memory_format = torch.channels_last if plan.channels_last else torch.contiguous_format
+    outputs = []
+    for start in range(0, len(images), train.eval_batch_size):
+        x = (images[start : start + train.eval_batch_size].to(device).float() / 255).contiguous(
+            memory_format=memory_format)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=plan.precision == "bf16-mixed"):
+            outputs.append(classifier(x).float().cpu())
+    return torch.cat(outputs)
+
+
 def _fit_phase(config, run_dir, phase, splits, classifier, decoder, resume) -> dict:
     train = config.train
     epochs = train.decoder_epochs or train.epochs if phase == "decoder" else train.epochs
+    plan = numeric_plan(train)
+    train_split = splits.train
+    # Without augmentation a frozen F gives every training image the same outputs in every
+    # epoch: compute them once, and the decoder phase trains G alone (a quarter of its cost).
+    outputs_given = phase == "decoder" and not config.data.augment
+    if outputs_given:
+        train_split = Split(train_split.images, frozen_outputs(classifier, train_split.images, train, plan))
     module = AttackModule(
-        classifier, decoder, phase=phase, loss=config.loss, lr=train.lr, seed=config.seed,
-        augment=config.data.augment, pos_weight=splits.pos_weight, channels_last=train.channels_last,
-        nan_check_every=1 if train.accelerator == "cpu" or not torch.cuda.is_available() else 50,
+        classifier, decoder, phase=phase, loss=config.loss, lr=train.lr, schedule=train.schedule,
+        warmup_fraction=train.warmup_fraction, seed=config.seed,
+        augment=config.data.augment, pos_weight=splits.pos_weight, channels_last=plan.channels_last,
+        nan_check_every=50 if trains_on_cuda(train) else 1, outputs_given=outputs_given,
     )
-    if train.channels_last:
+    if plan.channels_last:
         module = module.to(memory_format=torch.channels_last)
     checkpoint_dir = run_dir / "checkpoints" / phase
+    progress_bar, progress = epoch_progress_callbacks(train.progress, f"{config.regime}/{phase}")
     best = _MovableCheckpoint(
         dirpath=checkpoint_dir, filename="best", monitor="val/score", mode="min", save_top_k=1,
         save_last=True, enable_version_counter=False,
@@ -216,14 +244,14 @@ def _fit_phase(config, run_dir, phase, splits, classifier, decoder, resume) -> d
     trainer = L.Trainer(
         max_epochs=epochs, max_time=None if train.max_minutes is None else {"minutes": train.max_minutes},
         accelerator=train.accelerator, devices=train.devices, num_nodes=train.num_nodes,
-        strategy=train.strategy, precision=train.precision, plugins=[SafetensorsCheckpointIO()],
+        strategy=train.strategy, precision=plan.precision, plugins=[SafetensorsCheckpointIO()],
         accumulate_grad_batches=train.accumulate_grad_batches, sync_batchnorm=train.sync_batchnorm,
         use_distributed_sampler=False,  # our samplers shard themselves (vicious.attack.batches)
-        callbacks=[best], logger=CSVLogger(run_dir / "logs", name=phase),  # version_N per session: resuming never overwrites logs
-        enable_progress_bar=train.progress, enable_model_summary=False, deterministic=False,
+        callbacks=[best, *progress], logger=CSVLogger(run_dir / "logs", name=phase),  # version_N per session: resuming never overwrites logs
+        enable_progress_bar=progress_bar, enable_model_summary=False, deterministic=False,
         num_sanity_val_steps=0, default_root_dir=run_dir,
     )
-    data = TensorDataModule(splits.train, splits.val, batch_size=train.batch_size,
+    data = TensorDataModule(train_split, splits.val, batch_size=train.batch_size,
                             eval_batch_size=train.eval_batch_size, seed=config.seed,
                             data_on_device=train.data_on_device)
     if train.compile:
@@ -240,6 +268,7 @@ def _fit_phase(config, run_dir, phase, splits, classifier, decoder, resume) -> d
         warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
         warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")
         warnings.filterwarnings("ignore", ".*exists and is not empty.*")  # expected when resuming
+        warnings.filterwarnings("ignore", r".*module\(s\) in eval mode.*")  # the decoder phase's frozen F
         trainer.fit(module, datamodule=data, ckpt_path=last if resume and last.exists() else None)
     if best.best_model_path:
         state = load_state(Path(best.best_model_path))["state_dict"]

@@ -12,6 +12,7 @@ with a one-line message naming the problem and the fix.
 ``psnr_from_mean_mse``    the paper's PSNR of the set's mean MSE (scalar)
 ``psnr_from_mse``         PSNR of a precomputed (e.g. streamed) mean MSE
 ``ssim``                  per-image SSIM, 11×11 Gaussian σ=1.5 (= skimage)
+``ssim_separable``        the same SSIM in two 1-D passes, unchecked: for training loops
 ``ImageStatistics``       streamed mean/covariance eigendecomposition
 ``reconstruction_risk``   r = d(x, x̄) / d(x, x̃), ``exact`` or ``principal``
 ``summarise_risk``        mean (R), median, fraction with r > 1
@@ -27,7 +28,7 @@ from .mse import MSE, mse
 from .psnr import MAX_PSNR_DB, MSE_FLOOR, PSNR, psnr, psnr_from_mean_mse, psnr_from_mse
 from .reidentification import reidentification
 from .risk import RISK_EPS, reconstruction_risk, summarise_risk
-from .ssim import SSIM, ssim
+from .ssim import SSIM, ssim, ssim_separable
 from .statistics import VARIANTS, ImageStatistics
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "MSE_FLOOR",
     "MAX_PSNR_DB",
     "ssim",
+    "ssim_separable",
     "SSIM",
     "ImageStatistics",
     "VARIANTS",

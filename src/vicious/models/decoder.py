@@ -46,6 +46,10 @@ class WideResNetDecoder(nn.Module):
         input_form: ``"raw"`` (logits) or ``"softmax"`` (probabilities are computed
             from the logits first, so the decoder only ever uses what was released).
         task: ``"multiclass"`` or ``"multilabel"``; decides softmax vs sigmoid.
+        input_norm: standardise each of the K inputs with a BatchNorm before the linear
+            layer (not in the paper's G). Logits reach the decoder at scales that differ
+            by orders of magnitude between classes and during training; standardised,
+            the linear layer learns from the first steps (see docs/design.md).
     """
 
     def __init__(
@@ -57,6 +61,7 @@ class WideResNetDecoder(nn.Module):
         image_size: int = 32,
         input_form: InputForm = "raw",
         task: Task = "multiclass",
+        input_norm: bool = False,
     ) -> None:
         super().__init__()
         n = blocks_per_group(depth)
@@ -67,6 +72,7 @@ class WideResNetDecoder(nn.Module):
         self.input_form, self.task = input_form, task
         self.start = image_size // 8
         widths = (64 * width, 32 * width, 16 * width, 16 if width > 1 else 8)
+        self.input_norm = nn.BatchNorm1d(num_inputs) if input_norm else nn.Identity()
         self.fc = nn.Linear(num_inputs, widths[0] * self.start * self.start)
         layers, channels = [], widths[0]
         for out_channels_group in widths[1:]:
@@ -80,6 +86,6 @@ class WideResNetDecoder(nn.Module):
     def forward(self, outputs: torch.Tensor) -> torch.Tensor:
         if self.input_form == "softmax":
             outputs = outputs_to_probabilities(outputs, self.task)
-        x = self.fc(outputs).view(outputs.shape[0], -1, self.start, self.start)
+        x = self.fc(self.input_norm(outputs)).view(outputs.shape[0], -1, self.start, self.start)
         x = torch.relu(self.bn(self.blocks(x)))
         return torch.sigmoid(self.head(x))
