@@ -28,6 +28,17 @@ def test_demo_writes_metrics_picture_and_report(tmp_path, capsys):
     assert (out / "reconstructions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (out / "report.html").read_text()
     assert "<table>" in page and "data:image/png;base64," in page and "vicious" in page
+    # The label-only floor is a row, measured on the vicious classifier's own predictions.
+    summary = json.loads((out / "demo.json").read_text())
+    vicious = json.loads((out / "vicious" / "metrics.json").read_text())
+    floor = summary["results"]["label only"]
+    assert "label only" in printed and floor["psnr"] == pytest.approx(vicious["label_only"]["psnr"])
+    assert floor["accuracy"] == vicious["accuracy"]
+    # The page leads with the sentence, gives the margins it states, and explains every column.
+    gap = vicious["psnr"] - summary["results"]["honest"]["psnr"]
+    assert summary["headline"] in page and f"{gap:.1f} dB more than an honest classifier" in summary["headline"]
+    assert page.count("<dt>") == 8 and "METHOD.md" not in page
+    assert page.count("data:image/png;base64,") == 6  # grid, best, median, worst, distributions, curves
 
 
 def test_train_then_evaluate_an_autoencoder(tmp_path, capsys):
@@ -84,3 +95,21 @@ def test_help_and_presets_do_not_import_torch():
     assert "mnist-vicious-small" in done.stdout and done.stdout.strip().endswith("[]")
     parser_help = subprocess.run([sys.executable, "-m", "vicious.cli", "--help"], capture_output=True, text=True)
     assert "audit" in parser_help.stdout and "sweep" in parser_help.stdout
+
+
+def test_a_redirected_log_gets_one_line_per_epoch_and_quiet_gets_none(tmp_path, capsys):
+    """stdout here is pytest's capture, not a terminal: no progress bar, one line per epoch;
+    the honest classifier phase reports no reconstruction it does not have."""
+    two_epochs = [*TINY, "--set", "train.epochs=2", "--no-evaluate"]
+    assert main(["train", "--preset", "fashion-mnist-honest-small", "--out", str(tmp_path / "h"), *two_epochs]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if " epoch " in line]
+    assert [line.split(":")[0] for line in lines] == [
+        "honest/classifier epoch 1/2", "honest/classifier epoch 2/2", "honest/decoder epoch 1/2",
+        "honest/decoder epoch 2/2"]
+    assert "\r" not in out
+    assert all("accuracy" in line and "mse" not in line for line in lines[:2])
+    assert all("mse" in line and "ssim" in line for line in lines[2:])
+    assert main(["train", "--preset", "fashion-mnist-vicious-small", "--out", str(tmp_path / "v"), "--quiet",
+                 *two_epochs]) == 0
+    assert " epoch " not in capsys.readouterr().out

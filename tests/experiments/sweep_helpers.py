@@ -50,5 +50,8 @@ def fake_run(folder: Path, name: str, *, regime: str, seed: int, accuracy: float
                                  "ssim": [ssim - 0.01, ssim + 0.01], "risk_exact": [r_exact - 0.1, r_exact + 0.1],
                                  "risk_principal": [r_principal - 0.1, r_principal + 0.1]},
     }
+    # The label-only floor: twice the MSE (3.01 dB below), half the SSIM.
+    metrics["label_only"] = {"mse": 2 * mse, "psnr": -10 * math.log10(2 * mse), "ssim": ssim / 2,
+                             "risk": {"exact": {"mean": 1.0}, "principal": {"mean": 1.05, "frac_above_one": 0.8}}}
     (run / "metrics.json").write_text(json.dumps(metrics))
     return run

@@ -69,6 +69,21 @@ def test_summary_is_mean_and_sample_std_over_seeds(sweep):
     assert datasets.index("fashion-mnist") < datasets.index("celeba")
 
 
+def test_label_only_rows_are_the_honest_runs_floor_and_pairs_measure_above_it(sweep):
+    tables = _tables(sweep)
+    row = _row(tables["summary"], dataset="fashion-mnist", regime="label only")
+    honest = [NUMBERS[("honest", s)] for s in (1, 2, 3)]
+    assert row["seeds"] == 3
+    assert row["accuracy"].mean == pytest.approx(statistics.fmean(h[0] for h in honest))
+    assert row["psnr"].mean == pytest.approx(statistics.fmean(-10 * math.log10(2 * h[1]) for h in honest))
+    assert row["ssim"].mean == pytest.approx(statistics.fmean(h[2] / 2 for h in honest))
+    at = [c.key for c in tables["summary"].columns].index("regime")
+    regimes = [r[at] for r in tables["summary"].rows if r[0] == "fashion-mnist"]
+    assert regimes == ["label only", "honest", "vicious"]
+    paired = _row(tables["paired"], dataset="fashion-mnist")
+    assert paired["d_psnr_label_only"].mean == pytest.approx(10 * math.log10(2))
+
+
 def test_one_seed_shows_its_bootstrap_interval_and_psnr_maps_the_mse_interval(sweep):
     row = _row(_tables(sweep)["summary"], dataset="celeba", K=40)
     assert row["seeds"] == 1 and row["accuracy"].std is None

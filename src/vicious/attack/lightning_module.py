@@ -54,6 +54,7 @@ class AttackModule(L.LightningModule):
         lr: float,
         schedule: str = "constant",
         warmup_fraction: float = 0.25,
+        decoder_lr_scale: float = 1.0,
         seed: int = 1,
         augment: bool,
         pos_weight: torch.Tensor | None = None,
@@ -64,7 +65,7 @@ class AttackModule(L.LightningModule):
         super().__init__()
         self.classifier, self.decoder = classifier, decoder
         self.phase, self.loss_config, self.lr = phase, loss, lr
-        self.schedule, self.warmup_fraction = schedule, warmup_fraction
+        self.schedule, self.warmup_fraction, self.decoder_lr_scale = schedule, warmup_fraction, decoder_lr_scale
         self.seed, self.augment = seed, augment
         self.register_buffer("pos_weight", pos_weight, persistent=False)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -207,14 +208,16 @@ class AttackModule(L.LightningModule):
 
     def configure_optimizers(self):
         # One Adam over every trainable parameter equals one Adam per network (METHOD.md).
-        parameters = [p for p in self.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in network.parameters() if p.requires_grad], "lr": self.lr * scale}
+                  for network, scale in ((self.classifier, 1.0), (self.decoder, self.decoder_lr_scale))]
+        groups = [g for g in groups if g["params"]]
         # Fused Adam: one kernel for all parameters instead of a dozen per tensor; same maths.
-        optimizer = torch.optim.Adam(parameters, lr=self.lr, fused=True)
+        optimizer = torch.optim.Adam(groups, lr=self.lr, fused=True)
         if self.schedule == "constant":
             return optimizer
         # One-cycle: warm up to lr, then cosine decay to lr / 1e4, over the phase's steps.
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=self.lr, total_steps=max(int(self.trainer.estimated_stepping_batches), 1),
+            optimizer, max_lr=[g["lr"] for g in groups], total_steps=max(int(self.trainer.estimated_stepping_batches), 1),
             pct_start=self.warmup_fraction, cycle_momentum=False,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -80,6 +80,7 @@ class TrainConfig(_Section):
         "constant", description="learning rate over a phase: constant (the paper) or one-cycle (warm-up, cosine decay)"
     )
     warmup_fraction: float = Field(0.25, gt=0, lt=1, description="one-cycle: fraction of the steps spent warming up")
+    decoder_lr_scale: float = Field(1.0, gt=0, le=100, description="G's learning rate is train.lr times this")
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int | Literal["auto"] = "auto"
     num_nodes: int = Field(1, ge=1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import html
+import sys
 import time
 from pathlib import Path
 
@@ -30,8 +31,9 @@ from vicious.experiments.training import train_run
 
 # Sized to finish in about 2 minutes on 2 CPU cores; recorded in each run's config.yaml.
 # The -small presets already carry the fast schedule (docs/design.md); the demo skips
-# augmentation (it doubles an epoch's cost) and validates on 1,000 images.
-DEMO_OVERRIDES = {"data.augment": False, "data.val_limit": 1000}
+# augmentation (it doubles an epoch's cost), validates on 1,000 images and trains on 7,500,
+# as many as the embedded subset holds, so the full data take as long.
+DEMO_OVERRIDES = {"data.augment": False, "data.val_limit": 1000, "data.train_limit": 7500}
 REGIMES = ("honest", "vicious")
 LABEL_ONLY = "label only"
 
@@ -98,16 +100,16 @@ def run_demo(out: Path, *, data_root: str | None = None, overrides: list[str] | 
         config = apply_overrides(get_preset(f"fashion-mnist-{regime}-small"),
                                  {**DEMO_OVERRIDES, "data.root": data_root, "train.progress": progress})
         configs[regime] = apply_overrides(config, overrides or [])
-    splits = load_splits(configs["vicious"])
-    echo(f"data: {splits.info.name} from {splits.source}: {len(splits.train)} train, "
-         f"{len(splits.val)} validation, {len(splits.test)} test images")
-    pending = {}
     for regime, config in configs.items():
         done = (out / regime / "classifier.safetensors").exists()
         echo(f"{'reusing' if done else 'training'} the {regime} pair ({config.preset}, "
              f"WRN-{config.model.depth}-{config.model.width}, {config.train.epochs} epochs)")
-        pending[regime] = config
-    results = _train_and_evaluate(pending, out, splits, progress)
+    with RegimeRunner(configs, out) as runner:
+        # The workers start importing while this process reads the data.
+        splits = load_splits(configs["vicious"])
+        echo(f"data: {splits.info.name} from {splits.source}: {len(splits.train)} train, "
+             f"{len(splits.val)} validation, {len(splits.test)} test images")
+        results = runner.results(splits)
     # The label-only floor of the vicious classifier: what its predicted labels alone give away.
     results = {LABEL_ONLY: {**results["vicious"]["label_only"], "accuracy": results["vicious"]["accuracy"]},
                **results}
@@ -116,9 +118,9 @@ def run_demo(out: Path, *, data_root: str | None = None, overrides: list[str] | 
     echo(f"\n{sentence}\n\ntest split ({len(splits.test)} images); R principal: the principal subspace holding "
          f"{configs['vicious'].evaluation.variance_fraction:.0%} of pixel variance, R exact: full pseudo-inverse")
     echo(table)
-    picture = _reconstructions(out, splits, configs["vicious"].evaluation.num_images)
-    atomic_write_bytes(out / "reconstructions.png", picture)
-    atomic_write_text(out / "report.html", demo_html(results, sentence, picture, _page_figures(out, splits)))
+    figures = _page_figures(out, splits, configs["vicious"].evaluation.num_images)
+    atomic_write_bytes(out / "reconstructions.png", figures["first"])
+    atomic_write_text(out / "report.html", demo_html(results, sentence, figures))
     summary = {"seconds": round(time.perf_counter() - started, 1), "data_source": splits.source,
                "headline": sentence, "results": results}
     atomic_write_json(out / "demo.json", summary)
@@ -137,43 +139,44 @@ def _train_and_evaluate_one(config, run_dir: Path, threads: int | None, splits=N
     return evaluate_run(open_run(run_dir, splits), statistics=fit_statistics(splits))
 
 
-def _train_and_evaluate(configs: dict, out: Path, splits, progress) -> dict[str, dict]:
-    """The regimes side by side, one process each with the cores shared out: small networks use
-    two threads poorly, so two one-thread processes train ~1.3x faster than one after the other
-    (benchmarks/bench_demo.py). One core: in order, in this process."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
+class RegimeRunner:
+    """Trains and evaluates the regimes side by side, one process each with the cores shared out:
+    small networks use two threads poorly, so two one-thread processes finish sooner than one
+    after the other (benchmarks/bench_demo.py). On one core: in order, in this process."""
 
-    from vicious.experiments.executors import available_cpus
-    from vicious.experiments.logs import quiet_lightning
+    def __init__(self, configs: dict, out: Path) -> None:
+        from vicious.experiments.executors import available_cpus
 
-    cores = available_cpus()
-    if cores < 2:
-        return {regime: _train_and_evaluate_one(c, out / regime, None, splits) for regime, c in configs.items()}
-    threads = max(1, cores // len(configs))
-    # Bars of two processes would overwrite each other on one terminal: one line per epoch instead.
-    configs = {r: apply_overrides(c, {"train.progress": "lines"}) if c.train.progress else c
-               for r, c in configs.items()}
-    # spawn, not fork: a forked copy of a process that already ran torch can deadlock.
-    with ProcessPoolExecutor(len(configs), mp_context=get_context("spawn"), initializer=quiet_lightning) as pool:
-        futures = {regime: pool.submit(_train_and_evaluate_one, c, out / regime, threads)
-                   for regime, c in configs.items()}
-        return {regime: future.result() for regime, future in futures.items()}
+        self.configs, self.out, self.pool, self.futures = configs, out, None, {}
+        cores = available_cpus()
+        if cores < 2:
+            return
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
 
+        from vicious.experiments.logs import quiet_lightning
 
-def _reconstruction_rows(out: Path, splits, images: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
-    """(name, images) rows for a grid: originals, label-only, honest and vicious reconstructions."""
-    rows = [("original", images.float() / 255)]
-    runs = {regime: open_run(out / regime, splits) for regime in REGIMES}
-    logits, _ = reconstruct(runs["vicious"], images)
-    rows.append((LABEL_ONLY, label_only_decoder(splits)(logits)))
-    for regime, run in runs.items():
-        rows.append((regime, reconstruct(run, images)[1]))
-    return rows
+        threads = max(1, cores // len(configs))
+        # On Linux fork, before this process has run a torch operation (no CUDA yet): the workers
+        # start with everything imported, 5 s sooner than spawned ones on 2 cores. Elsewhere spawn.
+        method = "fork" if sys.platform == "linux" else "spawn"
+        self.pool = ProcessPoolExecutor(len(configs), mp_context=get_context(method), initializer=quiet_lightning)
+        for regime, config in configs.items():
+            if config.train.progress:  # two processes' bars would overwrite each other: lines instead
+                config = apply_overrides(config, {"train.progress": "lines"})
+            self.futures[regime] = self.pool.submit(_train_and_evaluate_one, config, out / regime, threads)
 
+    def results(self, splits) -> dict[str, dict]:
+        if self.pool is None:
+            return {r: _train_and_evaluate_one(c, self.out / r, None, splits) for r, c in self.configs.items()}
+        return {regime: future.result() for regime, future in self.futures.items()}
 
-def _reconstructions(out: Path, splits, n: int) -> bytes:
-    return reconstruction_grid(_reconstruction_rows(out, splits, splits.test.images[:n]))
+    def __enter__(self) -> RegimeRunner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
 
 
 def _per_sample(run_dir: Path) -> dict[str, list[float]]:
@@ -194,7 +197,9 @@ def _training_log(run_dir: Path, phase: str) -> list[dict[str, float]]:
     return [{"epoch": e + 1, **epochs[e]} for e in sorted(epochs)]
 
 
-def _page_figures(out: Path, splits) -> dict[str, bytes]:
+def _page_figures(out: Path, splits, num_images: int) -> dict[str, bytes]:
+    """PNGs of the page: the first test images, the best, median and worst rebuilt by the vicious
+    decoder (rows: original, label only, honest, vicious), per-image distributions, training curves."""
     samples = {regime: _per_sample(out / regime) for regime in REGIMES}
     distributions = {
         LABEL_ONLY: {"psnr": samples["vicious"]["psnr_label_only"],
@@ -203,21 +208,31 @@ def _page_figures(out: Path, splits) -> dict[str, bytes]:
     }
     # Test images ranked by how well the vicious decoder rebuilt them (per-image PSNR).
     order = torch.tensor(samples["vicious"]["psnr"]).argsort(descending=True)
-    k = 8
-    middle = len(order) // 2 - k // 2
-    picks = {"best": order[:k], "median": order[middle: middle + k], "worst": order[-k:]}
+    k, middle = num_images, len(order) // 2 - num_images // 2
+    picks = {"first": torch.arange(min(k, len(order))), "best": order[:k], "median": order[middle: middle + k],
+             "worst": order[-k:]}
+    index = torch.cat(list(picks.values()))
+    images = splits.test.images[index]
+    runs = {regime: open_run(out / regime, splits) for regime in REGIMES}
+    outputs, vicious = reconstruct(runs["vicious"], images)
+    rows = [("original", images.float() / 255), (LABEL_ONLY, label_only_decoder(splits)(outputs)),
+            ("honest", reconstruct(runs["honest"], images)[1]), ("vicious", vicious)]
+    figures, start = {}, 0
+    for name, chosen in picks.items():
+        part = slice(start, start + len(chosen))
+        figures[name] = reconstruction_grid([(label, x[part]) for label, x in rows])
+        start += len(chosen)
     curves = {
         "vicious (F and G jointly)": _training_log(out / "vicious", "joint"),
         "honest classifier": _training_log(out / "honest", "classifier"),
         "honest post-hoc decoder": _training_log(out / "honest", "decoder"),
     }
-    figures = {"distributions": demo_distributions(distributions), "curves": training_curves(curves)}
-    for name, index in picks.items():
-        figures[name] = reconstruction_grid(_reconstruction_rows(out, splits, splits.test.images[index]))
+    figures["distributions"] = demo_distributions(distributions)
+    figures["curves"] = training_curves(curves)
     return figures
 
 
-def demo_html(results: dict[str, dict], sentence: str, picture: bytes, figures: dict[str, bytes]) -> str:
+def demo_html(results: dict[str, dict], sentence: str, figures: dict[str, bytes]) -> str:
     rows = comparison_rows(results)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
     body = "".join(f'<tr class="{html.escape(row[0].split()[0])}">'
@@ -258,7 +273,7 @@ reconstructions well above both: here {psnr_gap:+.1f} dB PSNR over honest.</p>
 <h2>Test images and their reconstructions</h2>
 <p class="note">Rows: the user's image, then what the server rebuilds from the label alone, from the honest
 classifier's outputs, and from the vicious classifier's outputs.</p>
-{png_img(picture, "rows: originals, label-only, honest and vicious reconstructions", pixels=True)}
+{png_img(figures["first"], "rows: originals, label-only, honest and vicious reconstructions", pixels=True)}
 {grids}
 <h2>Per-image distributions</h2>
 <p class="note">How the PSNR and the risk r (principal) of single test images spread for each row; the dotted

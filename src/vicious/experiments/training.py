@@ -229,7 +229,7 @@ def _fit_phase(config, run_dir, phase, splits, classifier, decoder, resume) -> d
         train_split = Split(train_split.images, frozen_outputs(classifier, train_split.images, train, plan))
     module = AttackModule(
         classifier, decoder, phase=phase, loss=config.loss, lr=train.lr, schedule=train.schedule,
-        warmup_fraction=train.warmup_fraction, seed=config.seed,
+        warmup_fraction=train.warmup_fraction, decoder_lr_scale=train.decoder_lr_scale, seed=config.seed,
         augment=config.data.augment, pos_weight=splits.pos_weight, channels_last=plan.channels_last,
         nan_check_every=50 if trains_on_cuda(train) else 1, outputs_given=outputs_given,
     )
