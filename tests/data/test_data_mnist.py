@@ -187,3 +187,29 @@ def test_given_root_is_the_only_place_looked(tmp_path):
     """With --data-root, neither the Debian files nor the embedded subset are used."""
     with pytest.raises(DatasetNotFoundError, match=str(tmp_path)):
         load_dataset("fashion-mnist", root=tmp_path)
+
+
+def _load_after(barrier, results):
+    barrier.wait()
+    try:
+        splits = load_dataset("fashion-mnist")
+        results.put(len(splits.train))
+    except Exception as error:  # noqa: BLE001 - reported to the test
+        results.put(repr(error))
+
+
+def test_processes_staging_the_embedded_files_at_once_all_read_whole_files(no_debian, cache):
+    """The demo's workers (and a sweep's) stage a fresh cache at the same moment: each writes its
+    own temporary file, so none renames a half-written one into place."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(3), context.Queue()
+    workers = [context.Process(target=_load_after, args=(barrier, results)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    found = [results.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+    assert found == [7500] * 3
+    assert len(load_dataset("fashion-mnist").train) == 7500  # and the cache left behind is whole

@@ -48,6 +48,11 @@ def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
         raise
 
 
+def save_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically, through a temporary file of this writer's own."""
+    _atomic_write(path, lambda handle: handle.write(data), "wb")
+
+
 def save_array(path: Path, array: np.ndarray) -> None:
     """Write `array` to `path` (.npy) atomically."""
     _atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False), "wb")

@@ -25,7 +25,7 @@ import torch
 from torchvision.datasets import MNIST, FashionMNIST
 from torchvision.datasets.utils import calculate_md5
 
-from .cache import load_json, save_json, short_hash
+from .cache import load_json, save_bytes, save_json, short_hash
 from .errors import DatasetCorruptError, DatasetNotFoundError, check_data_root
 from .idx import check_idx, parse_idx
 from .images import resize_images
@@ -187,10 +187,9 @@ def _stage(
             parse_idx(data, str(source))
         except (EOFError, OSError, zlib.error, DatasetCorruptError) as error:
             raise DatasetCorruptError(f"{source} is corrupt ({error}); {fix}") from error
-        target = raw / file
-        temporary = raw / f".{file}.tmp"
-        temporary.write_bytes(data)
-        temporary.replace(target)
+        # A temporary file per writer: processes staging at once (the demo's, a sweep's) must
+        # not write into one shared temporary file, and rename a half-written one into place.
+        save_bytes(raw / file, data)
     save_json(stamp_path, stamp)
     return tv_root
 
