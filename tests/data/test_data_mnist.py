@@ -190,6 +190,9 @@ def test_given_root_is_the_only_place_looked(tmp_path):
 
 
 def _load_after(barrier, results):
+    import torch
+
+    torch.set_num_threads(1)  # a forked child must not start the parent's OpenMP threads
     barrier.wait()
     try:
         splits = load_dataset("fashion-mnist")
@@ -205,11 +208,15 @@ def test_processes_staging_the_embedded_files_at_once_all_read_whole_files(no_de
 
     context = multiprocessing.get_context("fork")
     barrier, results = context.Barrier(3), context.Queue()
-    workers = [context.Process(target=_load_after, args=(barrier, results)) for _ in range(3)]
+    workers = [context.Process(target=_load_after, args=(barrier, results), daemon=True) for _ in range(3)]
     for worker in workers:
         worker.start()
-    found = [results.get(timeout=120) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=60)
+    try:
+        found = [results.get(timeout=120) for _ in workers]
+    finally:
+        for worker in workers:  # never leave a stuck child for the interpreter to wait on at exit
+            worker.join(timeout=10)
+            if worker.is_alive():
+                worker.kill()
     assert found == [7500] * 3
     assert len(load_dataset("fashion-mnist").train) == 7500  # and the cache left behind is whole

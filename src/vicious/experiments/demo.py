@@ -157,9 +157,11 @@ class RegimeRunner:
         from vicious.experiments.logs import quiet_lightning
 
         threads = max(1, cores // len(configs))
-        # On Linux fork, before this process has run a torch operation (no CUDA yet): the workers
-        # start with everything imported, 5 s sooner than spawned ones on 2 cores. Elsewhere spawn.
-        method = "fork" if sys.platform == "linux" else "spawn"
+        # One thread per worker (2 cores): fork, as DataLoader workers are forked, so the workers
+        # start with everything imported, 5 s sooner than spawned ones. A forked child must not
+        # start OpenMP threads of a parent that used them (it can hang), so with more threads
+        # per worker, and off Linux, spawn.
+        method = "fork" if sys.platform == "linux" and threads == 1 else "spawn"
         self.pool = ProcessPoolExecutor(len(configs), mp_context=get_context(method), initializer=quiet_lightning)
         for regime, config in configs.items():
             if config.train.progress:  # two processes' bars would overwrite each other: lines instead
