@@ -8,7 +8,7 @@ decoders of the same size with the same budget:
   from their predicted class's mean, standardised (:func:`within_class_residuals`).
 
 Both are measured on the second part with the reconstruction risk R on the
-principal subspace (METHOD.md; pixel statistics of the user's first part, or of
+principal subspace (the subspace holding 90% of pixel variance; pixel statistics of the user's first part, or of
 the images given to :meth:`ExcessLeakage.fit`) and with PSNR. The outputs decoder
 sees everything the labels decoder sees, so the gap is what the outputs carry
 beyond the task. An honest classifier leaks little beyond its labels; a vicious

@@ -9,7 +9,7 @@ For one trained vicious pair (F, G) and one policy, on the test images:
   released test vectors.
 
 Reconstructions are measured with R on the principal subspace and PSNR of the
-mean MSE (METHOD.md).
+mean MSE (PSNR = 10·log10(1 / mean MSE), data range 1).
 """
 
 from __future__ import annotations
