@@ -83,6 +83,30 @@ def test_presets_lists_dataset_model_and_regime(capsys):
     assert len(lines) == 1 + 3 * 2
     assert all("cifar100" in line and "WRN-10-1" in line for line in lines[1:])
 
+    # The columns line up: each field starts where its header does.
+    header, row = lines[0], lines[1]
+    for title, value in (("model", "WRN-10-1"), ("regime", "honest")):
+        assert row[header.index(title):].startswith(value)
+
+
+def test_presets_matching_nothing_is_an_error(capsys):
+    assert main(["presets", "no-such-*"]) == 2
+    assert "no preset matches 'no-such-*'" in capsys.readouterr().err
+
+
+def test_every_command_describes_itself_and_a_closed_pipe_is_quiet():
+    import subprocess
+    import sys
+
+    from vicious.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert {"demo", "train", "evaluate", "presets", "table", "report", "sweep", "audit"} <= set(commands)
+    assert all(parser.description for parser in commands.values()), "a command without --help description"
+    # 'vicious presets | head -1': the reader closes the pipe; no traceback, no error line.
+    done = subprocess.run(f"{sys.executable} -m vicious presets | head -1", shell=True, capture_output=True, text=True)
+    assert done.stdout.startswith("preset") and done.stderr == ""
+
 
 def test_help_and_presets_do_not_import_torch():
     # Listing commands or presets must stay instant: torch and torchvision load only when a command needs them.

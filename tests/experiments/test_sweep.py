@@ -144,7 +144,7 @@ def test_sweep_refuses_an_out_folder_trained_with_another_config(tmp_path, capsy
     assert main(["sweep", str(grid), "--out", str(out)]) == 0
     assert "1 cells: 0 finished (skipped), 1 to run" in capsys.readouterr().out
     assert main(["sweep", str(grid), "--out", str(out), "--dry-run"]) == 0
-    assert "finished  fashion-mnist-vicious-small" in capsys.readouterr().out
+    assert "finished    fashion-mnist-vicious-small" in capsys.readouterr().out
     assert main(["sweep", str(grid), "--out", str(out), "--set", "train.epochs=2"]) == 2
     err = capsys.readouterr().err
     assert "other configs than the grid's" in err and "train.epochs: saved 1, grid 2" in err

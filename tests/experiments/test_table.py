@@ -164,3 +164,18 @@ def test_cli(sweep, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["table", str(tmp_path / "empty")]) == 2
     assert "no runs under" in capsys.readouterr().err
+
+
+def test_run_folders_without_results_are_listed_with_their_state(tmp_path):
+    # Two 'vicious train' folders without metrics.json and without a sweep's status.json: one
+    # killed before its weights were written, one trained with --no-evaluate.
+    from vicious.experiments.table import collect_runs
+
+    killed, unevaluated = tmp_path / "killed", tmp_path / "trained"
+    for run in (killed, unevaluated):
+        run.mkdir()
+        (run / "config.yaml").write_text("regime: vicious\n")
+    (unevaluated / "classifier.safetensors").write_bytes(b"")
+    records, unfinished = collect_runs(tmp_path)
+    assert records == []
+    assert {u["cell"]: u["state"] for u in unfinished} == {"killed": "interrupted", "trained": "not evaluated"}

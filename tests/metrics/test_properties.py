@@ -161,6 +161,7 @@ def test_fit(images):
     s = outcome(ImageStatistics.fit, images, batch_size=2)
     ok = (valid_images(images) or images.dtype == torch.uint8 and images.dim() == 4 and images.numel() > 0)
     ok = ok and images.shape[0] >= 2
+    ok = ok and bool((images != images[:1]).any())  # identical images: R is undefined, fit refuses them
     assert (s is not None) == ok
     if s is not None:
         assert bool(torch.isfinite(s.mean).all() and torch.isfinite(s.eigenvalues).all())

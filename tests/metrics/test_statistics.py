@@ -115,11 +115,9 @@ def test_rank_deficient_statistics():
     # fewer images than pixels -> rank N - 1
     s2 = ImageStatistics.fit(torch.rand(20, 1, 8, 8, dtype=torch.float64))
     assert s2.rank == 19
-    # identical images: no variance at all, still finite
-    s3 = ImageStatistics.fit(torch.full((5, 1, 4, 4), 0.3))
-    assert s3.rank == 0 and s3.components_for(0.9) == 0
-    r = reconstruction_risk(torch.rand(3, 1, 4, 4), torch.rand(3, 1, 4, 4), s3)
-    assert r.shape == (3,) and torch.isfinite(r).all()
+    # identical images: no variance at all, so R is undefined: refused, not a silent 0
+    with pytest.raises(ValueError, match="do not vary"):
+        ImageStatistics.fit(torch.full((5, 1, 4, 4), 0.3))
 
 
 def test_save_load_roundtrip(tmp_path, stats):

@@ -3,8 +3,9 @@
 Location: the `cache_dir` argument, else the VICIOUS_CACHE environment variable,
 else ~/.cache/vicious. Everything here can be deleted; it is rebuilt on demand.
 Arrays are stored as .npy and read with allow_pickle=False (never pickle).
-Writes go to a temporary file renamed into place, so that runs sharing a cache
-never read a half-written file.
+Writes go to a temporary file of the writer's own, fsynced and renamed into place
+(``vicious.files.atomic_write``), so that runs sharing a cache never read a
+half-written file and a link planted in the cache is replaced, not written through.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from vicious.files import atomic_write
 
 ENV_VAR = "VICIOUS_CACHE"
 DEFAULT_CACHE = Path("~/.cache/vicious")
@@ -36,26 +38,14 @@ def short_hash(*parts: object) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` atomically, through a temporary file of this writer's own."""
-    _atomic_write(path, lambda handle: handle.write(data), "wb")
+    atomic_write(path, lambda handle: handle.write(data))
 
 
 def save_array(path: Path, array: np.ndarray) -> None:
     """Write `array` to `path` (.npy) atomically."""
-    _atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False), "wb")
+    atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False))
 
 
 def load_array(path: Path) -> np.ndarray | None:
@@ -82,7 +72,7 @@ def cached_array(
 
 def save_json(path: Path, data: dict[str, Any]) -> None:
     """Write `data` as JSON to `path` atomically."""
-    _atomic_write(path, lambda handle: json.dump(data, handle, indent=2), "w")
+    atomic_write(path, lambda handle: handle.write(json.dumps(data, indent=2).encode("utf-8")))
 
 
 def load_json(path: Path) -> dict[str, Any] | None:

@@ -51,24 +51,57 @@ def _flatten(value: Any, tensors: dict[str, torch.Tensor], path: str) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} at {path} in a safetensors checkpoint")
 
 
-def _unflatten(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+# Lightning's training state nests about a dozen levels deep (as stored, with the wrappers).
+MAX_DEPTH = 64
+
+
+class _Damaged(ValueError):
+    """A stored structure that ``_flatten`` cannot have written; says what and where."""
+
+
+def _at(where: str) -> str:
+    return where if len(where) <= 120 else f"...{where[-117:]}"  # keys come from the file: any length
+
+
+def _unflatten(value: Any, tensors: dict[str, torch.Tensor], where: str = "checkpoint", depth: int = 0) -> Any:
+    """Rebuild what ``_flatten`` stored, checking each entry: the structure comes from the file."""
+    if depth > MAX_DEPTH:
+        raise _Damaged(f"nesting deeper than {MAX_DEPTH} levels at {_at(where)}")
     if isinstance(value, list):
-        return [_unflatten(v, tensors) for v in value]
+        return [_unflatten(v, tensors, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
     if not isinstance(value, dict):
         return value
-    if "__tensor__" in value:
-        return tensors[value["__tensor__"]]
-    if "__dict__" in value:
-        return {k: _unflatten(v, tensors) for k, v in value["__dict__"].items()}
-    if "__items__" in value:
-        return {_key(k): _unflatten(v, tensors) for k, v in value["__items__"]}
-    if "__tuple__" in value:
-        return tuple(_unflatten(v, tensors) for v in value["__tuple__"])
-    raise ValueError(f"unrecognised checkpoint structure entry: {sorted(value)}")
+    if len(value) != 1:
+        raise _Damaged(f"unrecognised entry {[k[:40] for k in sorted(value)[:3]]} at {_at(where)}")
+    (kind, inner), = value.items()
+    if kind == "__tensor__":
+        if not isinstance(inner, str) or inner not in tensors:
+            what = repr(inner[:40]) if isinstance(inner, str) else f"of type {type(inner).__name__}"
+            raise _Damaged(f"a reference to a tensor {what} the file does not hold at {_at(where)}")
+        return tensors[inner]
+    if kind == "__dict__" and isinstance(inner, dict):
+        return {k: _unflatten(v, tensors, f"{where}.{k}", depth + 1) for k, v in inner.items()}
+    if kind == "__items__" and isinstance(inner, list):
+        out = {}
+        for item in inner:
+            if not (isinstance(item, list) and len(item) == 2):
+                raise _Damaged(f"a mapping item that is not a [key, value] pair at {_at(where)}")
+            key = _key(item[0], where)
+            out[key] = _unflatten(item[1], tensors, f"{where}[{key!r}]", depth + 1)
+        return out
+    if kind == "__tuple__" and isinstance(inner, list):
+        return tuple(_unflatten(v, tensors, f"{where}[{i}]", depth + 1) for i, v in enumerate(inner))
+    raise _Damaged(f"unrecognised entry {kind[:40]!r} holding {type(inner).__name__} at {_at(where)}")
 
 
-def _key(k: Any) -> Any:
-    return tuple(k) if isinstance(k, list) else k
+def _key(k: Any, where: str) -> Any:
+    """A mapping key as ``_flatten`` stored it: a scalar, or a tuple of scalars stored as a list."""
+    scalar = (str, int, float, bool, type(None))
+    if isinstance(k, list) and all(isinstance(part, scalar) for part in k):
+        return tuple(k)
+    if isinstance(k, scalar):
+        return k
+    raise _Damaged(f"a mapping key that is neither a scalar nor a list of scalars at {_at(where)}")
 
 
 def save_state(state: dict[str, Any], path: Path) -> None:
@@ -111,7 +144,74 @@ def load_state(path: Path) -> dict[str, Any]:
             f"{path} was written by vicious {written}, this is vicious {vicious.__version__}; "
             "resume it with the version that wrote it, or start a new run"
         )
-    return _unflatten(json.loads(metadata[_METADATA_KEY]), tensors)
+    try:
+        return _unflatten(json.loads(metadata[_METADATA_KEY]), tensors)
+    except (_Damaged, ValueError, RecursionError) as err:  # RecursionError: json's own nesting limit
+        problem = err if isinstance(err, _Damaged) else f"unreadable structure ({type(err).__name__})"
+        raise _refused(path, problem) from None
+
+
+def _refused(path: Path, problem: object) -> UnsafeFileError:
+    return UnsafeFileError(f"{path} is damaged or was altered: {problem}; delete it to train that phase again, "
+                           "or restore it from a copy")
+
+
+def check_weights(state: Any, key: str, path: Path, model_state: dict[str, torch.Tensor] | None = None) -> dict:
+    """``state[key]``, refused unless it maps names to tensors (those of ``model_state``, of the same shapes)."""
+    weights = state.get(key) if isinstance(state, dict) else None
+    if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                for k, v in weights.items()):
+        raise _refused(path, f"{key} is not a mapping of names to tensors")
+    if model_state is not None:
+        missing, unexpected = sorted(set(model_state) - set(weights)), sorted(set(weights) - set(model_state))
+        if missing or unexpected:
+            raise _refused(path, f"{key} lacks {missing[:2]} and has unexpected {[k[:80] for k in unexpected[:2]]}")
+        wrong = [k for k, v in weights.items() if v.shape != model_state[k].shape]
+        if wrong:
+            raise _refused(path, f"{key}[{wrong[0]!r}] has shape {tuple(weights[wrong[0]].shape)}, the model "
+                                 f"{tuple(model_state[wrong[0]].shape)}")
+    return weights
+
+
+# What Lightning indexes into when it resumes, with the type each must have.
+_TRAINING_STATE = {"epoch": int, "global_step": int, "state_dict": dict, "loops": dict, "callbacks": dict,
+                   "optimizer_states": list, "lr_schedulers": list}
+
+
+def check_training_state(state: Any, path: Path, model_state: dict[str, torch.Tensor] | None = None) -> None:
+    """Refuse a Lightning training state that resuming would trip over with a traceback.
+
+    The parts Lightning reads must have the types it expects (loops: mappings of counters;
+    optimizers and schedulers: mappings), and ``state_dict`` the tensors of ``model_state``
+    (the model being resumed): the same names and shapes."""
+    def refuse(problem: str):
+        raise _refused(path, problem)
+
+    if not isinstance(state, dict):
+        refuse("the training state is not a mapping")
+    for key, kind in _TRAINING_STATE.items():
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            refuse(f"{key} is {type(state.get(key)).__name__ if key in state else 'missing'}, not {kind.__name__}")
+    check_weights(state, "state_dict", path, model_state)
+    for i, optimizer in enumerate(state["optimizer_states"]):
+        groups = optimizer.get("param_groups") if isinstance(optimizer, dict) else None
+        if not (isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict)
+                and all(isinstance(v, dict) for v in optimizer["state"].values()) and isinstance(groups, list)
+                and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups)):
+            refuse(f"optimizer_states[{i}] is not an optimizer state (state and param_groups)")
+    if not all(isinstance(s, dict) for s in state["lr_schedulers"]):
+        refuse("lr_schedulers holds entries that are not mappings")
+    if not all(isinstance(c, dict) for c in state["callbacks"].values()):
+        refuse("callbacks holds entries that are not mappings")
+
+    def counters(value: Any, where: str) -> None:
+        for key, inner in value.items():
+            if isinstance(inner, dict):
+                counters(inner, f"{where}.{key}")
+            elif not isinstance(inner, int):  # bool is an int: is_last_batch
+                refuse(f"{where}.{key} is {type(inner).__name__}, not a counter")
+
+    counters(state["loops"], "loops")
 
 
 def save_weights(module: torch.nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
@@ -147,18 +247,37 @@ def load_weights(module: torch.nn.Module, path: Path, expect: dict[str, str] | N
                 f"{path}: {name} has shape {tuple(tensor.shape)}, the model expects {tuple(expected[name].shape)}; "
                 "was it trained with another depth, width or dataset?"
             )
+        # load_state_dict would convert silently: float bytes relabelled as int32 become other numbers.
+        if tensor.dtype != expected[name].dtype:
+            raise UnsafeFileError(
+                f"{path}: {name} is stored as {tensor.dtype}, the model's is {expected[name].dtype}; "
+                "the file was altered or is not these weights: use the weights the run wrote"
+            )
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UnsafeFileError(
+                f"{path}: {name} holds NaN or infinite values; the weights are damaged (or training diverged): "
+                "retrain the run, or restore the file from a copy"
+            )
     module.load_state_dict(tensors)
     return metadata
 
 
 class SafetensorsCheckpointIO(CheckpointIO):
-    """Lightning checkpoint I/O that writes and reads safetensors, never pickle."""
+    """Lightning checkpoint I/O that writes and reads safetensors, never pickle.
+
+    ``model_state``: the state_dict of the model that a loaded checkpoint resumes; a
+    checkpoint is checked against it (and for the types Lightning expects) when read."""
+
+    def __init__(self, model_state: dict[str, torch.Tensor] | None = None) -> None:
+        self.model_state = model_state
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         save_state(checkpoint, Path(path))
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: Any = None) -> dict[str, Any]:
-        return load_state(Path(path))
+        state = load_state(Path(path))
+        check_training_state(state, Path(path), self.model_state)
+        return state
 
     def remove_checkpoint(self, path: Any) -> None:
         Path(path).unlink(missing_ok=True)

@@ -4,11 +4,16 @@ A run is one ``RunConfig``: what the server trains (``regime``), what it observe
 (``output``), on which data, with which model, objective and optimiser. Every value
 has its allowed range here; ``apply_overrides`` takes dotted ``key=value`` pairs as
 given on the command line. Errors are ``ConfigError`` with one line naming the key.
+
+Every YAML file is read by ``read_yaml``: at most ``MAX_YAML_BYTES``, nesting at most
+``MAX_YAML_DEPTH`` deep, anchors and aliases refused (a kilobyte of aliases can expand
+to gigabytes), and numbers in any usual notation (``1e-4``) read as numbers.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +28,85 @@ OutputForm = Literal["raw", "softmax"]
 
 class ConfigError(ValueError):
     """A configuration value, key or file that cannot be used; the message names it."""
+
+
+#: Largest YAML file read (configs and grids are a few kilobytes).
+MAX_YAML_BYTES = 2**20
+#: Deepest nesting of YAML lists and mappings (configs are two levels deep).
+MAX_YAML_DEPTH = 32
+#: Largest seed: numpy's and Lightning's seeds are unsigned 32-bit integers.
+MAX_SEED = 2**32 - 1
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader without anchors/aliases, with a nesting limit, and with YAML 1.2 floats
+    (YAML 1.1 reads ``1e-4``, without a dot, as a string)."""
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(None, None, "anchors and aliases (&name, *name) are not allowed; "
+                                              "write the values out", event.start_mark)
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nesting deeper than {MAX_YAML_DEPTH} levels",
+                                                  event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that quotes the strings ``_BoundedLoader`` would read as floats (a folder ``1e5``)."""
+
+
+_FLOAT_1_2 = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+for _cls in (_BoundedLoader, _Dumper):
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_1_2, list("-+0123456789."))
+
+
+def dump_yaml(values: Any) -> str:
+    """YAML text that ``parse_yaml`` reads back as the same values."""
+    return yaml.dump(values, Dumper=_Dumper, sort_keys=False)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML text read by ``_BoundedLoader``; errors are one ConfigError line naming ``where``."""
+    loader = _BoundedLoader(text)  # what yaml.load does, with this SafeLoader subclass
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = " ".join(f"{err.context or ''} {err.problem or ''}".split())
+        raise ConfigError(f"{where} is not valid YAML{at}: {problem}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where} is not valid YAML: {' '.join(str(err).split())}") from None
+    except (ValueError, RecursionError) as err:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"{where} holds a value that cannot be read: {' '.join(str(err).split())}") from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: Path, what: str = "YAML file", max_bytes: int = MAX_YAML_BYTES) -> Any:
+    """A YAML file, read with bounds (see the module docstring); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        with path.open("rb") as f:
+            data = f.read(max_bytes + 1)  # never more than the limit, whatever the file claims
+    except OSError as err:
+        raise ConfigError(f"cannot read {what} {path}: {err.strerror or err}") from None
+    if len(data) > max_bytes:
+        raise ConfigError(f"{path} is larger than {max_bytes // 1024} KiB, too large for a {what}; "
+                          "a config or grid is a few kilobytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text; save the {what} as UTF-8") from None
+    return parse_yaml(text, str(path))
 
 
 class _Section(BaseModel):
@@ -72,8 +156,8 @@ class TrainConfig(_Section):
     decoder_epochs: int | None = Field(None, ge=1, le=10_000, description="honest regime: post-hoc decoder epochs")
     batch_size: int = Field(250, ge=1, le=65_536, description="per process: DDP on w devices steps on w x batch_size")
     accumulate_grad_batches: int = Field(1, ge=1, le=1024, description="optimiser step every this many batches")
-    max_minutes: float | None = Field(
-        None, gt=0, description="stop each phase after this wall time (the best epoch so far is kept)"
+    max_minutes: float | None = Field(  # le: a timedelta of more overflows
+        None, gt=0, le=1e8, description="stop each phase after this wall time (the best epoch so far is kept)"
     )
     lr: float = Field(1e-3, gt=0, le=1.0, description="Adam's learning rate; the peak rate under a one-cycle schedule")
     schedule: Literal["constant", "onecycle"] = Field(
@@ -106,7 +190,7 @@ class EvaluationConfig(_Section):
 class RunConfig(_Section):
     regime: Regime = "vicious"
     output: OutputForm = "raw"
-    seed: int = Field(1, ge=0)
+    seed: int = Field(1, ge=0, le=MAX_SEED, description="seeds numpy, torch and Lightning: 0 to 2**32 - 1")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
@@ -148,6 +232,10 @@ def validate_config(values: dict[str, Any]) -> RunConfig:
 def _check_keys(values: dict[str, Any], model: type[BaseModel], prefix: str) -> None:
     fields = model.model_fields
     for key, value in values.items():
+        if not isinstance(key, str):
+            where = f" in section '{prefix.rstrip('.')}'" if prefix else ""
+            raise ConfigError(f"config key {key!r}{where} is not a name; keys are names such as "
+                              f"{', '.join(repr(f) for f in list(fields)[:3])}")
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
@@ -160,15 +248,28 @@ def _check_keys(values: dict[str, Any], model: type[BaseModel], prefix: str) -> 
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``"loss.beta_r=3"`` -> ``("loss.beta_r", 3)``; values are read as YAML scalars or lists."""
+    """``"loss.beta_r=3"`` -> ``("loss.beta_r", 3)``; values are read as YAML scalars or lists,
+    numbers in any notation Python reads (``1e-4``, ``1_000``) as numbers."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r} is not of the form key=value (e.g. train.epochs=5)")
+    return key.strip(), parse_value(raw)
+
+
+def parse_value(raw: str) -> Any:
+    """One override value: an int or float if Python reads it as one, else YAML, else the text."""
+    stripped = raw.strip()
+    if not stripped:
+        return None
+    for number in (int, float):
+        try:
+            return number(stripped)
+        except ValueError:
+            pass
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return key.strip(), value
+        return parse_yaml(raw, "value")
+    except ConfigError:
+        return raw
 
 
 def apply_overrides(config: RunConfig, overrides: dict[str, Any] | list[str]) -> RunConfig:
@@ -194,18 +295,13 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any] | list[str]) ->
 def save_config(config: RunConfig, path: Path) -> None:
     from vicious.experiments.files import atomic_write_text
 
-    atomic_write_text(Path(path), yaml.safe_dump(config.model_dump(), sort_keys=False))
+    atomic_write_text(Path(path), dump_yaml(config.model_dump()))
 
 
 def read_yaml_mapping(path: Path, what: str, not_mapping: str) -> dict:
-    """A YAML file holding a mapping, read safely; errors name the file (``what`` and
+    """A YAML file holding a mapping, read by ``read_yaml``; errors name the file (``what`` and
     ``not_mapping`` word them for the caller)."""
-    if not path.is_file():
-        raise ConfigError(f"{what} not found: {path}")
-    try:
-        values = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    values = read_yaml(Path(path), what)
     if not isinstance(values, dict):
         raise ConfigError(f"{path} {not_mapping}")
     return values

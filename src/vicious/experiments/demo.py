@@ -23,7 +23,8 @@ from vicious.experiments.evaluation import evaluate_run, fit_statistics, label_o
 from vicious.experiments.figures import (
     demo_distributions, png_img, reconstruction_grid, training_curves,
 )
-from vicious.experiments.files import atomic_write_bytes, atomic_write_json, atomic_write_text, check_writable
+from vicious.experiments.files import atomic_write_bytes, atomic_write_json, atomic_write_text, refuse_outside_links
+from vicious.experiments.locks import folder_lock
 from vicious.experiments.presets import get_preset
 from vicious.experiments.runs import load_splits, open_run
 from vicious.experiments.table import ACCURACY, MSE, PSNR, R_ABOVE_ONE, R_EXACT, R_PRINCIPAL, REID1, SSIM
@@ -93,7 +94,12 @@ def headline(results: dict[str, dict], num_outputs: int) -> str:
 def run_demo(out: Path, *, data_root: str | None = None, overrides: list[str] | None = None,
              progress: bool = True, echo=print) -> dict[str, dict]:
     out = Path(out)
-    check_writable(out)
+    with folder_lock(out):  # one demo per folder; each regime's worker locks its own run folder
+        refuse_outside_links(out)
+        return _run_demo(out, data_root, overrides, progress, echo)
+
+
+def _run_demo(out: Path, data_root, overrides, progress, echo) -> dict[str, dict]:
     started = time.perf_counter()
     configs = {}
     for regime in REGIMES:

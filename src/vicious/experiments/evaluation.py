@@ -14,6 +14,7 @@ import torch
 
 from vicious.data import DatasetSplits
 from vicious.experiments.files import atomic_write_json, atomic_write_text
+from vicious.experiments.locks import folder_lock
 from vicious.experiments.runs import TrainedRun, open_run
 from vicious.metrics import (
     ImageStatistics, accuracy, bootstrap_ci, mse, psnr, psnr_from_mse, reconstruction_risk,
@@ -90,6 +91,16 @@ def evaluate_run(
     ``label_only`` holds the same measures for the label-only floor: each test image
     replaced by the mean training image of the class this run's classifier predicted.
     """
+    folder = run_dir.path if isinstance(run_dir, TrainedRun) else Path(run_dir)
+    if not write:
+        return _evaluate(run_dir, statistics, write)
+    if not folder.is_dir():
+        open_run(folder)  # says what is missing, before a lock would create the folder
+    with folder_lock(folder):  # one writer: not while the run trains or another evaluation writes
+        return _evaluate(run_dir, statistics, write)
+
+
+def _evaluate(run_dir: Path | TrainedRun, statistics: ImageStatistics | None, write: bool) -> dict:
     run = run_dir if isinstance(run_dir, TrainedRun) else open_run(Path(run_dir))
     config, splits = run.config, run.splits
     statistics = statistics or fit_statistics(splits)

@@ -1,30 +1,17 @@
-"""Writing result files so that a crash never leaves a half-written one."""
+"""Result files: written atomically, into folders that can hold them and that lead nowhere else;
+read back with bounds."""
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
+from vicious.files import atomic_write_bytes, probe_writable, read_json
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    # Mode 0o666 less the umask, as open() gives (mkstemp's would be private, 0600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "check_writable", "read_json",
+           "refuse_outside_links"]
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -40,9 +27,7 @@ def check_writable(folder: Path, *, min_free_bytes: int = 50 * 2**20) -> None:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        probe_writable(folder)
     except OSError as err:
         raise OSError(f"cannot write to output folder {folder}: {err.strerror or err}; choose another --out") from None
     free = _free_bytes(folder)
@@ -51,6 +36,27 @@ def check_writable(folder: Path, *, min_free_bytes: int = 50 * 2**20) -> None:
             f"only {free / 2**20:.0f} MiB free under {folder}; at least {min_free_bytes / 2**20:.0f} MiB "
             "are needed for checkpoints and results; free some space or choose another --out"
         )
+
+
+def refuse_outside_links(folder: Path) -> None:
+    """Refuse a folder holding a symbolic link that leads out of it.
+
+    Lightning and the CSV logger write into subfolders (checkpoints/<phase>, logs/<phase>)
+    and follow links there: a planted ``checkpoints/joint -> ~`` would have them write and
+    delete checkpoints in the user's home. Links that stay inside the folder are harmless.
+    """
+    folder = Path(folder)
+    root = os.path.realpath(folder)
+    for parent, dirs, files in os.walk(folder):  # does not descend into linked folders
+        for name in (*dirs, *files):
+            path = os.path.join(parent, name)
+            if os.path.islink(path):
+                target = os.path.realpath(path)
+                if os.path.commonpath([root, target]) != root:
+                    raise OSError(
+                        f"{path} is a symbolic link to {target}, outside {folder}; vicious writes only inside "
+                        "its folders: remove the link, or copy what it points to into the folder"
+                    )
 
 
 def _free_bytes(folder: Path) -> int | None:

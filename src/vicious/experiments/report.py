@@ -23,7 +23,7 @@ import torch
 from vicious.experiments.figures import (
     accuracy_risk_scatter, leakage_curves, png_img, reconstruction_grid, risk_histograms,
 )
-from vicious.experiments.files import atomic_write_text
+from vicious.experiments.files import atomic_write_text, read_json
 from vicious.experiments.sweep import GRID_COPY, SWEEP_FILE, read_status
 from vicious.experiments.table import (
     R_EXACT, R_PRINCIPAL, SSIM, RunRecord, Stat, Table, dataset_rank, regime_rank, settings_of, collect_runs,
@@ -239,8 +239,8 @@ def _header(folder: Path, records: Sequence[RunRecord], unfinished: Sequence[dic
     sweep = {}
     if (folder / SWEEP_FILE).is_file():
         try:
-            sweep = json.loads((folder / SWEEP_FILE).read_text())
-        except ValueError:
+            sweep = read_json(folder / SWEEP_FILE, what="sweep record")
+        except (OSError, ValueError):
             pass
     grid = (folder / GRID_COPY).read_text() if (folder / GRID_COPY).is_file() else ""
     name = sweep.get("grid") or folder.name

@@ -8,6 +8,7 @@
     RUN/logs/<phase>/         Lightning CSV logs
     RUN/training.json         what training did (epochs, best validation scores, time)
     RUN/metrics.json, RUN/per_sample.csv                 written by evaluation
+    RUN/.lock, RUN/.lock.json                           held while a process writes the run, and by whom
 """
 
 from __future__ import annotations

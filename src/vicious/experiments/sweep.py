@@ -20,14 +20,15 @@ machine and every rerun; a name with characters unsafe in file names, or longer 
 when its ``metrics.json`` exists: a rerun skips it, and resumes the others from their
 last checkpoint. Each cell's ``status.json`` (written atomically) says ``running``,
 ``done`` or ``failed`` (with the error and traceback); a failed cell does not stop
-the others.
+the others. A sweep holds OUT's lock and each cell's run its folder's
+(``vicious.experiments.locks``): a second sweep on OUT is refused, and ``--dry-run``
+tells a cell that is running from one whose process was killed (``interrupted``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import math
 import os
 import re
@@ -45,7 +46,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vicious.experiments.config import ConfigError, RunConfig, apply_overrides, parse_override, read_yaml_mapping
-from vicious.experiments.files import atomic_write_json, atomic_write_text, check_writable
+from vicious.experiments.files import atomic_write_json, atomic_write_text, read_json, refuse_outside_links
+from vicious.experiments.locks import FolderInUseError, describe_holder, folder_lock, holder
 from vicious.experiments.presets import get_preset
 
 STATUS_FILE = "status.json"
@@ -53,6 +55,8 @@ METRICS_FILE = "metrics.json"
 SWEEP_FILE = "sweep.json"
 GRID_COPY = "grid.yaml"
 MAX_NAME = 120
+#: Most cells one grid may have; its size is computed from the axes' lengths before anything is expanded.
+MAX_CELLS = 10_000
 # Values that may differ between a finished cell and the grid without changing its results.
 _OPERATIONAL = ("train.progress", "data.root", "data.download", "version")
 
@@ -99,44 +103,98 @@ def load_grid(path: Path) -> Grid:
         raise ConfigError(f"{path}: {where}: {first['msg']}") from None
 
 
-def axis_values(name: str, spec: Any) -> list:
-    """An axis as a list: a list as is, one scalar, ``{range: [start, stop, step]}`` or ``{linspace: [a, b, n]}``."""
-    if isinstance(spec, list):
-        if not spec:
-            raise ConfigError(f"axis '{name}' is an empty list; give at least one value")
-        return spec
-    if not isinstance(spec, dict):
-        return [spec]
+def _axis_kind(name: str, spec: dict) -> tuple[str, list]:
+    """A ``{range: ...}`` or ``{linspace: ...}`` axis as (kind, finite numbers)."""
     if len(spec) != 1 or next(iter(spec)) not in ("range", "linspace"):
         raise ConfigError(f"axis '{name}': a mapping must be {{range: [start, stop, step]}} or "
                           f"{{linspace: [start, stop, num]}}, got {spec!r}")
     kind, args = next(iter(spec.items()))
     if not isinstance(args, list) or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
         raise ConfigError(f"axis '{name}': {kind} takes a list of numbers, got {args!r}")
-    if kind == "range":
-        if not 1 <= len(args) <= 3 or (len(args) == 3 and args[2] == 0):
-            raise ConfigError(f"axis '{name}': range takes [stop], [start, stop] or [start, stop, step != 0]")
-        if all(isinstance(a, int) for a in args):
-            values = list(range(*args))
-        else:
-            start, stop, step = {1: (0, args[0], 1), 2: (*args, 1), 3: tuple(args)}[len(args)]
-            count = max(0, math.ceil((stop - start) / step - 1e-9))
-            values = [round(start + i * step, 12) for i in range(count)]
-    else:
-        if len(args) != 3 or not isinstance(args[2], int) or args[2] < 1:
-            raise ConfigError(f"axis '{name}': linspace takes [start, stop, num] with num a positive integer")
-        start, stop, num = args
-        values = [start] if num == 1 else [round(start + (stop - start) * i / (num - 1), 12) for i in range(num)]
-    if not values:
+    if any(isinstance(a, float) and not math.isfinite(a) for a in args):
+        raise ConfigError(f"axis '{name}': {kind} takes finite numbers, got {args!r}; give the values as a list")
+    if kind == "range" and (not 1 <= len(args) <= 3 or (len(args) == 3 and args[2] == 0)):
+        raise ConfigError(f"axis '{name}': range takes [stop], [start, stop] or [start, stop, step != 0]")
+    if kind == "linspace" and (len(args) != 3 or not isinstance(args[2], int) or args[2] < 1):
+        raise ConfigError(f"axis '{name}': linspace takes [start, stop, num] with num a positive integer")
+    return kind, args
+
+
+def _range_bounds(args: list) -> tuple:
+    return {1: (0, args[0], 1), 2: (*args, 1), 3: tuple(args)}[len(args)]
+
+
+def range_length(start: float, stop: float, step: float) -> int | float:
+    """How many values ``range`` gives (Python's rule, also for floats), by arithmetic; ``inf``
+    where the count is beyond a float."""
+    if all(isinstance(a, int) for a in (start, stop, step)):
+        return max(0, (stop - start + step - (1 if step > 0 else -1)) // step)
+    try:
+        return max(0, math.ceil((stop - start) / step - 1e-9))
+    except OverflowError:  # the quotient is beyond a float (or an int beyond a float's range)
+        return math.inf
+
+
+def axis_length(name: str, spec: Any) -> int | float:
+    """How many values ``axis_values(name, spec)`` gives, computed without building them."""
+    if isinstance(spec, list):
+        if not spec:
+            raise ConfigError(f"axis '{name}' is an empty list; give at least one value")
+        return len(spec)
+    if not isinstance(spec, dict):
+        return 1
+    kind, args = _axis_kind(name, spec)
+    count = range_length(*_range_bounds(args)) if kind == "range" else args[2]
+    if not count:
         raise ConfigError(f"axis '{name}': {kind} {args} is empty")
-    return values
+    return count
+
+
+def _count_text(count: int | float) -> str:
+    return f"{count:,}" if count < 10**15 else f"about {float(count):.1e}" if count < 1e308 else "more than 1e308"
+
+
+def check_grid_size(num_presets: int, lengths: dict[str, int | float]) -> int:
+    """The number of cells of a grid (presets × axis lengths); refused above ``MAX_CELLS``."""
+    count = math.prod([num_presets, *lengths.values()])
+    if count > MAX_CELLS:
+        factors = [f"{num_presets} preset{'s' if num_presets > 1 else ''}",
+                   *(f"{_count_text(n)} values of {name}" for name, n in lengths.items())]
+        raise ConfigError(f"the grid has {_count_text(count)} cells ({' x '.join(factors)}), more than the "
+                          f"{MAX_CELLS:,} one sweep takes; split it into several grid files with fewer values per "
+                          "axis (e.g. a range of seeds each) and sweep them one after another")
+    return count
+
+
+def axis_values(name: str, spec: Any) -> list:
+    """An axis as a list: a list as is, one scalar, ``{range: [start, stop, step]}`` or ``{linspace: [a, b, n]}``."""
+    count = axis_length(name, spec)  # validates; nothing is built for an axis that is too long
+    if isinstance(spec, list):
+        return spec
+    if not isinstance(spec, dict):
+        return [spec]
+    check_grid_size(1, {name: count})
+    kind, args = _axis_kind(name, spec)
+    if kind == "range":
+        if all(isinstance(a, int) for a in args):
+            return list(range(*args))
+        start, _, step = _range_bounds(args)
+        return [round(start + i * step, 12) for i in range(count)]
+    start, stop, num = args
+    return [start] if num == 1 else [round(start + (stop - start) * i / (num - 1), 12) for i in range(num)]
 
 
 def _fields(template: str) -> set[str]:
     try:
-        return {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        parsed = [(f, spec, conversion) for _, f, spec, conversion in string.Formatter().parse(template)
+                  if f is not None]
     except ValueError as err:
         raise ConfigError(f"preset {template!r}: {err}") from None
+    # Only plain {name}s: a format spec such as {seed:>999999999} would build a gigabyte of name.
+    if any(spec or conversion or not f.isidentifier() for f, spec, conversion in parsed):
+        raise ConfigError(f"preset {template!r}: write its fields as {{axis}}, an axis name without "
+                          "conversions, format specs, indices or attributes")
+    return {f for f, _, _ in parsed}
 
 
 def format_value(value: Any) -> str:
@@ -167,6 +225,7 @@ def expand_grid(grid: Grid, overrides: Sequence[str] | dict[str, Any] = ()) -> l
     missing = preset_fields - set(grid.vary)
     if missing:
         raise ConfigError(f"preset names {{{sorted(missing)[0]}}} but 'vary' has no such axis; add it to 'vary'")
+    check_grid_size(len(templates), {name: axis_length(name, spec) for name, spec in grid.vary.items()})
     axes = {name: axis_values(name, spec) for name, spec in grid.vary.items()}
     cells: dict[str, Cell] = {}
     for template in templates:
@@ -196,13 +255,25 @@ def read_status(run_dir: Path) -> dict:
     """A cell's status.json, or {} where there is none (or it cannot be read)."""
     path = Path(run_dir) / STATUS_FILE
     try:
-        return json.loads(path.read_text())
+        status = read_json(path, what="cell status")
     except (OSError, ValueError):
         return {}
+    return status if isinstance(status, dict) else {}
 
 
 def is_finished(run_dir: Path) -> bool:
     return (Path(run_dir) / METRICS_FILE).is_file()
+
+
+def cell_state(run_dir: Path) -> str:
+    """``finished``, ``running`` (a process holds the cell's lock), ``interrupted`` (its status
+    says running but no process holds it: it was killed), ``failed`` or ``new``."""
+    if is_finished(run_dir):
+        return "finished"
+    if holder(run_dir) is not None:
+        return "running"
+    state = read_status(run_dir).get("state", "new")
+    return "interrupted" if state == "running" else state
 
 
 def flatten_config(values: dict, prefix: str = "") -> dict[str, Any]:
@@ -228,7 +299,9 @@ def check_existing(cells: Iterable[Cell], out: Path) -> None:
     for cell in cells:
         saved_path = Path(out) / cell.name / "config.yaml"
         if saved_path.is_file():
-            differences = config_differences(yaml.safe_load(saved_path.read_text()) or {}, cell.config)
+            saved = read_yaml_mapping(saved_path, "cell config", "does not hold a config mapping; delete "
+                                      f"{saved_path.parent} to retrain that cell")
+            differences = config_differences(saved, cell.config)
             if differences:
                 clashes.append(f"{cell.name} ({'; '.join(differences[:2])})")
     if clashes:
@@ -258,12 +331,21 @@ def run_cell(cell: Cell, out: Path | str, threads: int | None = None) -> dict:
     Any error of the run is caught and recorded (state ``failed``, error, traceback);
     only an unwritable ``out`` or an interrupt propagates.
     """
+    run_dir = Path(out) / cell.name
+    try:
+        with folder_lock(run_dir):  # one writer per cell folder, in whichever worker process runs it
+            return _run_locked_cell(cell, run_dir, threads)
+    except FolderInUseError as err:  # another process writes it: record nothing there
+        return {"cell": cell.name, "preset": cell.preset, "axes": cell.axes, "state": "failed",
+                "error": f"{type(err).__name__}: {err}", "finished": _now()}
+
+
+def _run_locked_cell(cell: Cell, run_dir: Path, threads: int | None) -> dict:
     import torch
 
     from vicious.experiments.evaluation import evaluate_run
     from vicious.experiments.training import train_run
 
-    run_dir = Path(out) / cell.name
     status = {"cell": cell.name, "preset": cell.preset, "axes": cell.axes, "state": "running",
               "attempt": read_status(run_dir).get("attempt", 0) + 1, "started": _now(),
               "host": socket.gethostname(), "pid": os.getpid()}
@@ -314,17 +396,25 @@ def run_sweep(grid: Grid, out: Path, executor: Executor, *, overrides: Sequence[
     """Run the grid's unfinished cells into ``out``; returns (and writes to sweep.json) a summary."""
     out = Path(out)
     cells = expand_grid(grid, overrides)
+    if dry_run:  # reads only: no lock
+        return _sweep(grid, cells, out, executor, dry_run, echo)
+    with folder_lock(out):  # one sweep per folder (each cell's run also locks its own)
+        refuse_outside_links(out)
+        return _sweep(grid, cells, out, executor, dry_run, echo)
+
+
+def _sweep(grid: Grid, cells: list[Cell], out: Path, executor: Executor, dry_run: bool, echo) -> dict:
     check_existing(cells, out)
     done = {c.name for c in cells if is_finished(out / c.name)}
     finished, todo = [c for c in cells if c.name in done], [c for c in cells if c.name not in done]
     echo(f"{len(cells)} cells: {len(finished)} finished (skipped), {len(todo)} to run"
          + ("" if dry_run else f" ({executor.describe()})"))
     if dry_run:
+        if (record := holder(out)) is not None:
+            echo(f"  (a sweep is running in {out}: {describe_holder(record)})")
         for cell in cells:
-            echo(f"  {'finished' if cell.name in done else read_status(out / cell.name).get('state', 'new'):9} "
-                 f"{cell.name}")
+            echo(f"  {cell_state(out / cell.name):11} {cell.name}")
         return {"cells": [c.name for c in cells], "skipped": [c.name for c in finished], "ran": {}}
-    check_writable(out)
     atomic_write_text(out / GRID_COPY, yaml.safe_dump(grid.model_dump(by_alias=True, exclude_none=True),
                                                       sort_keys=False))
     started, ran = time.perf_counter(), {}

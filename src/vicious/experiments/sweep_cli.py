@@ -78,7 +78,10 @@ def register(subparsers) -> None:
     sweep.add_argument("--dry-run", action="store_true", help="list the cells and their state; run nothing")
     sweep.set_defaults(func=_cmd_sweep)
 
-    table = subparsers.add_parser("table", help="aggregate a sweep's runs into the paper's tables")
+    table = subparsers.add_parser(
+        "table", help="aggregate a sweep's runs into the paper's tables",
+        description="Aggregate the finished runs of a sweep folder into the paper's tables (mean ± std over seeds, "
+                    "label-only rows, paired differences), as Markdown, CSV, JSON or LaTeX.")
     table.add_argument("sweep_dir", help="folder of run directories (a sweep's --out)")
     table.add_argument("--format", default="md", help=f"{' | '.join(FORMATS)} (default: md)")
     table.add_argument("--section", action="append", choices=SECTIONS,
@@ -86,7 +89,10 @@ def register(subparsers) -> None:
     table.add_argument("-o", "--output", help="write to this file instead of printing")
     table.set_defaults(func=_cmd_table)
 
-    report = subparsers.add_parser("report", help="one self-contained HTML page of a sweep's results")
+    report = subparsers.add_parser(
+        "report", help="one self-contained HTML page of a sweep's results",
+        description="Write one self-contained HTML page of a sweep: its tables, figures, reconstructions and the "
+                    "config of every run.")
     report.add_argument("sweep_dir", help="folder of run directories (a sweep's --out)")
     report.add_argument("-o", "--output", default="report.html", help="HTML file to write (default: report.html)")
     report.add_argument("--num-images", type=int, default=8, help="test images per reconstruction grid (default 8)")

@@ -13,6 +13,10 @@ Reads every ``metrics.json`` (with its ``config.yaml``) under a folder, and the
 * ``runs``: every run with the bootstrap 95% interval of each mean.
 * ``failed``: cells without results, and why.
 
+A ``metrics.json`` that is not the evaluation's (a value of the wrong type, a missing
+field) is refused in one line naming it. A NaN or infinite measure is legitimate (a
+diverged run): it shows as missing, is left out of means, and a note names the run.
+
 Grids that vary other config keys (say ``loss.beta_r``) get one column per such key,
 so rows never mix settings. Risk R is shown in both variants (METHOD.md): ``exact``
 (full pseudo-inverse, as in the paper) and ``principal`` (the leading principal subspace).
@@ -32,10 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from vicious.experiments.config import ConfigError, read_yaml
+from vicious.experiments.files import read_json
 from vicious.experiments.sweep import (
-    METRICS_FILE, STATUS_FILE, flatten_config, format_value, is_finished, read_status,
+    METRICS_FILE, STATUS_FILE, cell_state, flatten_config, format_value, is_finished, read_status,
 )
 
 FORMATS = ("md", "csv", "json", "latex")
@@ -88,11 +92,18 @@ class Measure:
             metrics = metrics[part]
         return float(metrics)
 
+    def finite_value(self, metrics: dict) -> float | None:
+        """The value, or None where it is missing, NaN or infinite (a diverged run)."""
+        value = self.value(metrics)
+        return value if value is not None and math.isfinite(value) else None
+
     def interval(self, metrics: dict) -> tuple[float, float] | None:
         found = metrics.get("confidence_intervals", {}).get(self.ci) if self.ci else None
-        if not found:
+        if not found or not all(math.isfinite(v) for v in found):
             return None
         lo, hi = found
+        if self.ci_map is _psnr_interval and not 0 < lo <= hi:
+            return None  # PSNR of an MSE of 0 is infinite
         return self.ci_map(lo, hi) if self.ci_map else (lo, hi)
 
 
@@ -107,6 +118,7 @@ REID1_PIXEL = Measure("reid_top1_pixel", "re-id@1 pixel", ("reidentification", "
 REID1 = Measure("reid_top1", "re-id@1 principal", ("reidentification", "principal", "top1"), "{:.1%}")
 REID5 = Measure("reid_top5", "re-id@5 principal", ("reidentification", "principal", "top5"), "{:.1%}")
 PSNR_LABEL_ONLY = Measure("psnr_label_only", "PSNR label only (dB)", ("label_only", "psnr"), "{:.2f}")
+_ALL_MEASURES = (ACCURACY, MSE, PSNR, SSIM, R_EXACT, R_PRINCIPAL, R_ABOVE_ONE, REID1_PIXEL, REID1, REID5)
 SUMMARY_MEASURES = (ACCURACY, MSE, PSNR, SSIM, R_EXACT, R_PRINCIPAL, R_ABOVE_ONE, REID1, REID5)
 LEAKAGE_MEASURES = (PSNR, SSIM, R_EXACT, R_PRINCIPAL, REID1)
 RUN_MEASURES = (ACCURACY, MSE, PSNR, SSIM, R_EXACT, R_PRINCIPAL, REID1_PIXEL, REID1, REID5)
@@ -114,12 +126,14 @@ RUN_MEASURES = (ACCURACY, MSE, PSNR, SSIM, R_EXACT, R_PRINCIPAL, REID1_PIXEL, RE
 
 @dataclass(frozen=True)
 class RunRecord:
-    """A finished run: where it is, its metrics.json and its flattened config.yaml."""
+    """A finished run: where it is, its metrics.json, its flattened config.yaml and the
+    measures of metrics.json that are NaN or infinite."""
 
     name: str
     path: Path
     metrics: dict = field(hash=False)
     config: dict = field(hash=False)
+    non_finite: tuple[str, ...] = field(default=(), hash=False)
 
     @property
     def dataset(self) -> str:
@@ -158,6 +172,65 @@ class Table:
     notes: list[str] = field(default_factory=list)
 
 
+_TEXT_FIELDS = ("regime", "dataset", "output")
+_INT_FIELDS = ("seed", "num_outputs")
+
+
+_FLOAT_MAX = 1.7976931348623157e308
+#: Largest metrics.json read (the evaluation writes a few kilobytes).
+
+
+def _is_number(value: Any) -> bool:
+    """A JSON number a float holds (NaN and infinities included)."""
+    return isinstance(value, float) or isinstance(value, int) and not isinstance(value, bool) and abs(value) <= _FLOAT_MAX
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_metrics(path: Path, metrics: Any) -> tuple[str, ...]:
+    """Refuse a metrics.json the tables cannot read, in one line naming it and the field;
+    returns the measures that are NaN or infinite (legitimate: a diverged run)."""
+    fix = f"re-evaluate it with 'vicious evaluate {path.parent}'"
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{path} does not hold a metrics mapping; {fix}")
+    for key in (*_TEXT_FIELDS, *_INT_FIELDS):
+        value = metrics.get(key)
+        if key in _TEXT_FIELDS and not isinstance(value, str) or key in _INT_FIELDS and (
+                isinstance(value, bool) or not isinstance(value, int)):
+            kind = "text" if key in _TEXT_FIELDS else "an integer"
+            raise ValueError(f"{path}: '{key}' must be {kind}, got {_short(value)}; {fix}")
+    non_finite = []
+    floor = metrics.get("label_only")
+    for prefix, values in (("", metrics), ("label_only.", floor if isinstance(floor, dict) else {})):
+        for measure in _ALL_MEASURES:
+            found = values
+            for i, part in enumerate(measure.path):
+                if found is None:
+                    break  # a measure this run does not have
+                if not isinstance(found, dict):
+                    where = prefix + ".".join(measure.path[:i])
+                    raise ValueError(f"{path}: '{where}' must be a mapping, got {_short(found)}; {fix}")
+                found = found.get(part)
+            if found is None:
+                continue
+            where = prefix + ".".join(measure.path)
+            if not _is_number(found):
+                raise ValueError(f"{path}: '{where}' must be a number, got {_short(found)}; {fix}")
+            if not math.isfinite(found) and where not in non_finite:
+                non_finite.append(where)
+    intervals = metrics.get("confidence_intervals", {})
+    if not isinstance(intervals, dict):
+        raise ValueError(f"{path}: 'confidence_intervals' must be a mapping, got {_short(intervals)}; {fix}")
+    for name in {m.ci for m in _ALL_MEASURES if m.ci}:
+        found = intervals.get(name)
+        if found is not None and not (isinstance(found, list) and len(found) == 2 and all(map(_is_number, found))):
+            raise ValueError(f"{path}: 'confidence_intervals.{name}' must be [low, high], got {_short(found)}; {fix}")
+    return tuple(non_finite)
+
+
 def collect_runs(folder: Path) -> tuple[list[RunRecord], list[dict]]:
     """Finished runs under ``folder`` (any depth) and the statuses of cells without results."""
     folder = Path(folder)
@@ -168,17 +241,28 @@ def collect_runs(folder: Path) -> tuple[list[RunRecord], list[dict]]:
         run_dir = path.parent
         config_path = run_dir / "config.yaml"
         try:
-            metrics = json.loads(path.read_text())
-            config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
-        except (OSError, ValueError, yaml.YAMLError) as err:
+            metrics = read_json(path, what="metrics record")
+        except (OSError, ValueError) as err:
             raise ValueError(f"cannot read {path}: {err}; re-evaluate it with 'vicious evaluate {run_dir}'") from None
+        non_finite = check_metrics(path, metrics)
+        config = read_yaml(config_path, "run config") if config_path.is_file() else {}
+        if not isinstance(config or {}, dict):
+            raise ConfigError(f"{config_path} does not hold a config mapping; re-run that cell, or delete it")
         name = run_dir.relative_to(folder).as_posix()
-        records.append(RunRecord(name, run_dir, metrics, flatten_config(config or {})))
-    unfinished = []
-    for path in sorted(folder.rglob(STATUS_FILE)):
-        if not is_finished(path.parent):
-            unfinished.append({"cell": path.parent.relative_to(folder).as_posix(), **read_status(path.parent)})
+        records.append(RunRecord(name, run_dir, metrics, flatten_config(config or {}), non_finite))
+    # A cell without results: a sweep cell (its status.json) or a run folder that training left
+    # (its config.yaml), killed or failed; its state asks the cell's lock whether it still runs.
+    started = {p.parent for name in (STATUS_FILE, "config.yaml") for p in folder.rglob(name)}
+    unfinished = [{"cell": d.relative_to(folder).as_posix() or ".", **read_status(d), "state": _unfinished_state(d)}
+                  for d in sorted(started) if not is_finished(d)]
     return records, unfinished
+
+
+def _unfinished_state(run_dir: Path) -> str:
+    state = cell_state(run_dir)
+    if state != "new":  # no status.json: a run folder of 'vicious train'
+        return state
+    return "not evaluated" if (run_dir / "classifier.safetensors").is_file() else "interrupted"
 
 
 def setting_keys(records: Iterable[RunRecord]) -> list[str]:
@@ -209,7 +293,7 @@ def settings_of(record: RunRecord, keys: Sequence[str]) -> tuple:
 def _stats(records: Sequence[RunRecord], measures: Sequence[Measure]) -> list[Stat | None]:
     out = []
     for m in measures:
-        values = [v for v in (m.value(r.metrics) for r in records) if v is not None]
+        values = [v for v in (m.finite_value(r.metrics) for r in records) if v is not None]
         ci = m.interval(records[0].metrics) if len(records) == 1 else None
         out.append(Stat.of(values, ci) if values else None)
     return out
@@ -225,7 +309,8 @@ def label_only_records(records: Sequence[RunRecord]) -> list[RunRecord]:
     floors = []
     for r in records:
         if r.regime == "honest" and isinstance(r.metrics.get("label_only"), dict):
-            kept = {k: r.metrics[k] for k in ("dataset", "num_outputs", "output", "seed", "accuracy")}
+            kept = {k: r.metrics[k] for k in ("dataset", "num_outputs", "output", "seed", "accuracy")
+                    if k in r.metrics}
             floors.append(dataclasses.replace(r, metrics={**r.metrics["label_only"], **kept, "regime": LABEL_ONLY}))
     return floors
 
@@ -270,14 +355,18 @@ def paired_table(records: Sequence[RunRecord], keys: Sequence[str]) -> Table:
     def delta(measure: Measure, pairs, ratio: bool = False) -> Stat | None:
         values = []
         for h, v in pairs:
-            a, b = measure.value(h.metrics), measure.value(v.metrics)
+            a, b = measure.finite_value(h.metrics), measure.finite_value(v.metrics)
             if a is not None and b is not None and not (ratio and a == 0):
                 values.append(b / a if ratio else b - a)
         return Stat.of(values) if values else None
 
     def above_floor(pairs) -> Stat | None:
-        values = [PSNR.value(v.metrics) - PSNR_LABEL_ONLY.value(v.metrics) for _, v in pairs
-                  if PSNR_LABEL_ONLY.value(v.metrics) is not None]
+        values = [a - b for a, b in ((PSNR.finite_value(v.metrics), PSNR_LABEL_ONLY.finite_value(v.metrics))
+                                     for _, v in pairs) if a is not None and b is not None]
+        return Stat.of(values) if values else None
+
+    def accuracies(runs) -> Stat | None:
+        values = [a for a in (ACCURACY.finite_value(r.metrics) for r in runs) if a is not None]
         return Stat.of(values) if values else None
 
     columns = [Column("dataset", "dataset"), Column("K", "K"), Column("output", "output"),
@@ -292,8 +381,8 @@ def paired_table(records: Sequence[RunRecord], keys: Sequence[str]) -> Table:
     rows = []
     for group in order:
         pairs = groups[group]
-        acc_h = Stat.of([ACCURACY.value(h.metrics) for h, _ in pairs])
-        acc_v = Stat.of([ACCURACY.value(v.metrics) for _, v in pairs])
+        acc_h = accuracies(h for h, _ in pairs)
+        acc_v = accuracies(v for _, v in pairs)
         rows.append([*group[:3], *group[3], len(pairs), acc_h, acc_v, delta(ACCURACY, pairs), delta(PSNR, pairs),
                      delta(SSIM, pairs), above_floor(pairs), delta(R_PRINCIPAL, pairs, ratio=True), delta(R_EXACT, pairs, ratio=True),
                      delta(REID1, pairs)])
@@ -334,9 +423,16 @@ def runs_table(records: Sequence[RunRecord]) -> Table:
     return Table("runs", "Every run, with 95% confidence intervals", columns, rows, notes)
 
 
+_UNFINISHED_HINT = {
+    "running": "still training (its folder is locked by a live process)",
+    "not evaluated": "trained without evaluation; run 'vicious evaluate' on it",
+    "interrupted": "interrupted (no error recorded); rerun the sweep (or 'vicious train --resume') to resume it",
+}
+
+
 def failed_table(unfinished: Sequence[dict]) -> Table:
     rows = [[s["cell"], s.get("state", "unknown"), s.get("attempt", ""),
-             (s.get("error") or "interrupted (no error recorded); rerun the sweep to resume it").splitlines()[0]]
+             (s.get("error") or _UNFINISHED_HINT.get(s.get("state"), _UNFINISHED_HINT["interrupted"])).splitlines()[0]]
             for s in unfinished]
     columns = [Column("cell", "cell"), Column("state", "state"), Column("attempt", "attempt"), Column("error", "error")]
     notes = ["Each cell's status.json holds the full traceback; rerunning the sweep retries these cells."]
@@ -351,10 +447,26 @@ def build_tables(folder: Path) -> list[Table]:
     return tables_for(records, unfinished)
 
 
+def non_finite_note(records: Sequence[RunRecord]) -> str | None:
+    """A note naming the runs whose metrics.json holds NaN or infinite measures, or None."""
+    odd = [r for r in records if r.non_finite]
+    if not odd:
+        return None
+    named = "; ".join(f"{r.name} ({', '.join(r.non_finite[:3])}{', ...' if len(r.non_finite) > 3 else ''})"
+                      for r in odd[:3])
+    more = f" and {len(odd) - 3} more" if len(odd) > 3 else ""
+    return (f"{len(odd)} run{'s' if len(odd) > 1 else ''} hold NaN or infinite measures, shown as – and left "
+            f"out of means (a diverged run? retrain it): {named}{more}.")
+
+
 def tables_for(records: Sequence[RunRecord], unfinished: Sequence[dict] = ()) -> list[Table]:
     keys = setting_keys(records)
-    return [summary_table(records, keys), paired_table(records, keys), leakage_table(records, keys),
-            runs_table(records), failed_table(unfinished)]
+    tables = [summary_table(records, keys), paired_table(records, keys), leakage_table(records, keys),
+              runs_table(records)]
+    note = non_finite_note(records)
+    for table in tables if note else ():
+        table.notes.append(note)
+    return [*tables, failed_table(unfinished)]
 
 
 # --- rendering -------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ kill restarts inside the phase that was running.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 import warnings
@@ -28,9 +27,12 @@ from lightning.pytorch.loggers import CSVLogger
 from vicious.attack.batches import TensorDataModule
 from vicious.attack.lightning_module import AttackModule, Phase
 from vicious.data import Split
-from vicious.experiments.checkpoints import SafetensorsCheckpointIO, load_state, save_state, save_weights
+from vicious.experiments.checkpoints import (
+    SafetensorsCheckpointIO, UnsafeFileError, check_weights, load_state, save_state, save_weights,
+)
 from vicious.experiments.config import ConfigError, RunConfig, load_config, save_config
-from vicious.experiments.files import atomic_write_json, check_writable
+from vicious.experiments.files import atomic_write_json, check_writable, read_json, refuse_outside_links
+from vicious.experiments.locks import folder_lock
 from vicious.experiments.logs import epoch_progress_callbacks
 from vicious.experiments.hardware import numeric_plan, trains_on_cuda
 from vicious.experiments.runs import (
@@ -68,6 +70,7 @@ def prepare_run_dir(config: RunConfig, run_dir: Path, *, resume: bool) -> RunCon
     """Create or reopen a run directory; refuses to mix two different runs in one."""
     run_dir = Path(run_dir)
     _check_accelerator(config.train.accelerator)
+    refuse_outside_links(run_dir)
     existing = run_dir / CONFIG_FILE
     # A folder where no checkpoint was ever written (e.g. the data was not found) holds nothing to keep.
     if existing.exists() and (run_dir / "checkpoints").exists():
@@ -108,9 +111,19 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 
 def train_run(config: RunConfig, run_dir: Path, *, resume: bool = False, splits=None) -> Path:
-    """Train ``config`` into ``run_dir`` (see module docstring); returns ``run_dir``."""
+    """Train ``config`` into ``run_dir`` (see module docstring); returns ``run_dir``.
+
+    The writing process holds the folder's lock throughout: a second process is refused."""
     run_dir = Path(run_dir)
     writer = is_global_zero()  # under DDP the other processes only train
+    if not writer:
+        return _train_locked(config, run_dir, resume, splits, writer)
+    _check_accelerator(config.train.accelerator)  # before the folder is made
+    with folder_lock(run_dir):
+        return _train_locked(config, run_dir, resume, splits, writer)
+
+
+def _train_locked(config: RunConfig, run_dir: Path, resume: bool, splits, writer: bool) -> Path:
     if writer:
         config = prepare_run_dir(config, run_dir, resume=resume)
         atomic_write_json(run_dir / "environment.json", environment_record(config))
@@ -153,7 +166,8 @@ def _check_same_data(run_dir: Path, splits) -> None:
     --data-root, may find other files (e.g. the embedded subset instead of the full set)."""
     path, record = run_dir / DATA_FILE, data_record(splits)
     if path.exists() and (run_dir / "checkpoints").exists():
-        saved = json.loads(path.read_text())
+        saved = read_json(path, what="data record")
+        saved = saved if isinstance(saved, dict) else {}
         changed = [f"{name} ({record[name]['images']} images now, {saved[name]['images']} before)"
                    for name in ("train", "val", "test") if saved.get(name) != record[name]]
         if changed:
@@ -172,33 +186,77 @@ def _write_results(config, run_dir, splits, classifier, decoder, summary, starte
     summary["train_seconds"] = round(time.perf_counter() - started, 2)
     previous = run_dir / "training.json"
     if previous.exists():  # keep what earlier sessions of a resumed run recorded
-        summary["phases"] = {**json.loads(previous.read_text()).get("phases", {}), **summary["phases"]}
+        earlier = read_json(previous, what="training record")
+        phases = earlier.get("phases") if isinstance(earlier, dict) else None
+        summary["phases"] = {**(phases if isinstance(phases, dict) else {}), **summary["phases"]}
     atomic_write_json(previous, summary)
 
 
 class _MovableCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose state survives the run folder being moved or copied.
+    """ModelCheckpoint whose state survives the run folder being moved or copied, and whose
+    paths cannot lead out of its folder.
 
     Lightning keeps absolute paths in its state and, when the folder changed, forgets
     the best score so far: a run resumed elsewhere could then select another epoch.
+    It also deletes the files those paths name once a better epoch comes, checking only
+    that they start with its folder: ``<dirpath>/../../victim`` passes. So every path read
+    from a checkpoint must resolve (links and '..' followed) to a ``.ckpt`` in the folder.
     """
+
+    _PATHS = ("best_model_path", "kth_best_model_path", "last_model_path")
 
     def load_state_dict(self, state_dict: dict) -> None:
         old, new = state_dict.get("dirpath"), self.dirpath
-        if old and new and old != new:
+        if isinstance(old, str) and old and new and old != new:
             def moved(value):
                 inside = isinstance(value, str) and (value == old or value.startswith(old + os.sep))
                 return new + value[len(old):] if inside else value
 
             state_dict = {key: moved(value) for key, value in state_dict.items()}
-            state_dict["best_k_models"] = {moved(k): v for k, v in state_dict.get("best_k_models", {}).items()}
+            best_k = state_dict.get("best_k_models", {})
+            if isinstance(best_k, dict):
+                state_dict["best_k_models"] = {moved(k): v for k, v in best_k.items()}
+        self._check_state(state_dict)
         super().load_state_dict(state_dict)
+
+    def _check_state(self, state: dict) -> None:
+        source = Path(self.dirpath or ".") / "last.ckpt"
+
+        def refuse(problem: str):
+            raise UnsafeFileError(f"{source}: its checkpoint state {problem}; the checkpoint was altered or is not "
+                                  f"this run's: delete it to train the phase again, or restore it from a copy")
+
+        for key in ("best_model_score", "best_model_path"):
+            if key not in state:
+                refuse(f"lacks {key}")
+        for key in ("best_model_score", "kth_value", "current_score"):
+            if not (state.get(key) is None or isinstance(state[key], torch.Tensor)
+                    or (isinstance(state[key], (int, float)) and not isinstance(state[key], bool))):
+                refuse(f"holds a {type(state[key]).__name__} as {key}, not a score")
+        best_k = state.get("best_k_models", {})
+        if not isinstance(best_k, dict) or not all(isinstance(v, (torch.Tensor, int, float)) for v in best_k.values()):
+            refuse("holds best_k_models that are not a mapping of paths to scores")
+        for value in [*(state.get(key, "") for key in self._PATHS), *best_k]:
+            if not isinstance(value, str):
+                refuse(f"names a {type(value).__name__} as a checkpoint path")
+            if value and not self._inside(value):
+                refuse(f"names {value[:200]!r}, which is not a .ckpt file in {self.dirpath}")
+
+    def _inside(self, path: str) -> bool:
+        if "\x00" in path or not path.endswith(self.FILE_EXTENSION):
+            return False
+        folder, resolved = os.path.realpath(self.dirpath), os.path.realpath(path)
+        return os.path.dirname(resolved) == folder
+
+    def _should_remove_checkpoint(self, trainer, previous: str, current: str) -> bool:
+        # Lightning's check does not resolve '..' or links; never delete outside the folder.
+        return self._inside(previous) and super()._should_remove_checkpoint(trainer, previous, current)
 
 
 def _load_phase(path: Path, classifier: torch.nn.Module, decoder: torch.nn.Module) -> None:
     state = load_state(path)
-    classifier.load_state_dict(state["classifier"])
-    decoder.load_state_dict(state["decoder"])
+    for name, network in (("classifier", classifier), ("decoder", decoder)):
+        network.load_state_dict(check_weights(state, name, path, network.state_dict()))
 
 
 @torch.no_grad()
@@ -244,7 +302,7 @@ def _fit_phase(config, run_dir, phase, splits, classifier, decoder, resume) -> d
     trainer = L.Trainer(
         max_epochs=epochs, max_time=None if train.max_minutes is None else {"minutes": train.max_minutes},
         accelerator=train.accelerator, devices=train.devices, num_nodes=train.num_nodes,
-        strategy=train.strategy, precision=plan.precision, plugins=[SafetensorsCheckpointIO()],
+        strategy=train.strategy, precision=plan.precision, plugins=[SafetensorsCheckpointIO(module.state_dict())],
         accumulate_grad_batches=train.accumulate_grad_batches, sync_batchnorm=train.sync_batchnorm,
         use_distributed_sampler=False,  # our samplers shard themselves (vicious.attack.batches)
         callbacks=[best, *progress], logger=CSVLogger(run_dir / "logs", name=phase),  # version_N per session: resuming never overwrites logs
@@ -271,8 +329,8 @@ def _fit_phase(config, run_dir, phase, splits, classifier, decoder, resume) -> d
         warnings.filterwarnings("ignore", r".*module\(s\) in eval mode.*")  # the decoder phase's frozen F
         trainer.fit(module, datamodule=data, ckpt_path=last if resume and last.exists() else None)
     if best.best_model_path:
-        state = load_state(Path(best.best_model_path))["state_dict"]
-        module.load_state_dict(state)
+        path = Path(best.best_model_path)
+        module.load_state_dict(check_weights(load_state(path), "state_dict", path, module.state_dict()))
     return {
         "epochs": epochs,
         "best_epoch_score": float(best.best_model_score) if best.best_model_score is not None else None,

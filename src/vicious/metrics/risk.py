@@ -72,7 +72,8 @@ def reconstruction_risk(
 
     Raises:
         ValueError: On invalid images, a shape that does not match ``stats``,
-            an unknown variant or a fraction outside ``(0, 1]``.
+            statistics without variance, an unknown variant or a fraction
+            outside ``(0, 1]``.
     """
     if not isinstance(stats, ImageStatistics):
         raise ValueError(
@@ -83,6 +84,9 @@ def reconstruction_risk(
     a, b = validate_pair(x, x_rec)
     stats.check_images(a, "x")
     k = stats._num_components(variant, variance_fraction)
+    if k == 0:  # statistics built by hand or loaded: fit refuses images without variance
+        raise ValueError("the statistics hold no variance (rank 0), so the reconstruction risk is undefined; "
+                         "fit ImageStatistics on images that differ")
     out_dtype = compute_dtype(a, b)
     step = max(1, int(chunk_size))
     parts = []

@@ -26,7 +26,9 @@ eigendecomposition overwrites it with the eigenvectors; the only other
 :math:`D \times D` memory is LAPACK's divide-and-conquer workspace
 (:math:`2D^2`), so the peak is about 3.5 such matrices (measured at
 :math:`D = 3072`; 4.8 before). Afterwards only the :math:`D \times r` kept
-eigenvectors (:math:`r` = rank) are held, column-major.
+eigenvectors (:math:`r` = rank) are held, column-major. :meth:`ImageStatistics.fit`
+computes this peak (:func:`fit_memory`) before allocating anything and refuses images
+whose peak exceeds the device's memory (512×512 images would need terabytes).
 
 Reference: METHOD.md, "Measures", reconstruction risk R.
 """
@@ -41,7 +43,7 @@ import torch
 
 from ._validate import check_finite, check_tensor, check_unit_range, validate_images
 
-__all__ = ["ImageStatistics", "VARIANTS"]
+__all__ = ["ImageStatistics", "VARIANTS", "fit_memory"]
 
 #: Whitening variants understood by :meth:`ImageStatistics.whiten`.
 VARIANTS: Tuple[str, ...] = ("exact", "principal")
@@ -50,6 +52,53 @@ _FORMAT = "vicious.metrics.ImageStatistics"
 _FORMAT_VERSION = "1"
 
 Device = Union[str, torch.device, None]
+
+#: Total pixel variance below which images count as constant: round-off of a mean of equal
+#: values is ~1e-17, so ~1e-33 in variance; a one-level uint8 difference in one of a million
+#: images is ~1e-11.
+_NO_VARIANCE = 1e-20
+
+#: Peak memory of a fit in float64 D×D matrices: Σ plus eigh's workspace (measured, module docstring).
+_FIT_MATRICES = 3.5
+
+
+def fit_memory(num_features: int) -> int:
+    """Bytes a fit on images of ``num_features`` = C·H·W pixels needs at its peak."""
+    return int(_FIT_MATRICES * 8 * num_features * num_features)
+
+
+def _device_memory(device: torch.device) -> Optional[int]:
+    """Total memory of ``device`` in bytes, or None where it cannot be told."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.get_device_properties(device).total_memory)
+        if device.type == "cpu":
+            return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, RuntimeError, AttributeError):
+        pass
+    return None
+
+
+def _bytes_text(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} TB"  # not reached
+
+
+def _check_fit_memory(shape: Tuple[int, ...], device: torch.device, memory_limit: Optional[int]) -> None:
+    d = int(math.prod(shape))
+    need = fit_memory(d)
+    limit = memory_limit if memory_limit is not None else _device_memory(device)
+    if limit is not None and need > limit:
+        side = max(8, int(math.sqrt(math.sqrt(limit / (_FIT_MATRICES * 8)) / shape[0])) // 8 * 8)
+        raise ValueError(
+            f"ImageStatistics.fit on {shape[0]}x{shape[1]}x{shape[2]} images (D = {d:,} pixels) would need about "
+            f"{_bytes_text(need)} for the D x D pixel covariance, more than "
+            f"{'memory_limit' if memory_limit is not None else f'the memory of {device}'} ({_bytes_text(limit)}); "
+            f"use smaller images (about {side}x{side} or less, e.g. data.image_size={side})"
+        )
 
 
 def _check_fraction(variance_fraction: Any) -> float:
@@ -188,6 +237,7 @@ class ImageStatistics:
         device: Device = None,
         batch_size: int = 1024,
         rtol: Optional[float] = None,
+        memory_limit: Optional[int] = None,
     ) -> "ImageStatistics":
         r"""Fit the mean and covariance of a set of images by streaming over it.
 
@@ -202,13 +252,17 @@ class ImageStatistics:
             batch_size: Rows per step when a single tensor is given.
             rtol: Relative eigenvalue cut-off of the pseudo-inverse; default
                 :math:`D \cdot \epsilon_{float64}`, torch/numpy's pinv default.
+            memory_limit: Bytes the fit may use at its peak (:func:`fit_memory`);
+                default: the total memory of ``device``.
 
         Returns:
             The fitted :class:`ImageStatistics`.
 
         Raises:
             ValueError: On invalid batches, mismatched batch shapes, fewer than 2
-                images, or a bad argument.
+                images, images too large for the memory (checked before anything
+                is allocated), images that do not vary (the risk is then
+                undefined), or a bad argument.
 
         Notes:
             Accumulates the count, the sum and :math:`\sum_b X_b^\top X_b` in
@@ -219,6 +273,9 @@ class ImageStatistics:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if rtol is not None and (not isinstance(rtol, (int, float)) or not (0 <= float(rtol) < 1)):
             raise ValueError(f"rtol must be a number in [0, 1), got {rtol!r}")
+        if memory_limit is not None and (isinstance(memory_limit, bool) or not isinstance(memory_limit, int)
+                                         or memory_limit < 1):
+            raise ValueError(f"memory_limit must be a positive number of bytes, got {memory_limit!r}")
 
         shape: Optional[Tuple[int, int, int]] = None
         dev: Optional[torch.device] = torch.device(device) if device is not None else None
@@ -230,6 +287,7 @@ class ImageStatistics:
                 shape = tuple(int(s) for s in b.shape[1:])  # type: ignore[assignment]
                 if dev is None:
                     dev = b.device
+                _check_fit_memory(shape, dev, memory_limit)  # before any D×D allocation
             elif tuple(b.shape[1:]) != shape:
                 raise ValueError(
                     f"batch {i} has image shape {tuple(b.shape[1:])} but earlier batches have {shape}; "
@@ -266,6 +324,11 @@ class ImageStatistics:
         gram.addr_(shifted_mean, shifted_mean, alpha=-1.0)
         mean = ref + shifted_mean
         del total, ref
+        if not float(gram.diagonal().sum()) > _NO_VARIANCE:
+            raise ValueError(
+                f"the {n} images do not vary (each pixel has the same value in all of them), so the pixel "
+                "covariance is zero and the reconstruction risk undefined; fit on a population of different images"
+            )
 
         evals = torch.empty(d, dtype=torch.float64, device=dev)
         torch.linalg.eigh(gram, out=(evals, gram))  # eigenvectors overwrite Σ; ascending
