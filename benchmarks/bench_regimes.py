@@ -1,6 +1,6 @@
 """Train the three regimes on the same data and compare what each leaks.
 
-METHOD.md expects reconstruction quality autoencoder > vicious > honest; this script
+The method (docs/method.md) expects reconstruction quality autoencoder > vicious > honest; this script
 checks that R (principal) orders them the same way, and shows R exact beside it.
 
     python benchmarks/bench_regimes.py [--preset-size small] [--set key=value ...] [--out DIR] [--json FILE]

@@ -31,7 +31,7 @@ backward, Adam. Variants, measured side by side in one run:
 They are timed in turns (round-robin over --rounds rounds of --steps steps each, the
 median round reported), so a machine shared with other work slows them alike; the
 load average is recorded with the figures. Models: small = WRN-10-1 (the CPU presets),
-paper = WRN-28-5 (METHOD.md). images/s counts the batch's originals, so an epoch of N
+paper = WRN-28-5 (docs/method.md, "Architectures"). images/s counts the batch's originals, so an epoch of N
 images takes N / (images/s) seconds; the networks process twice as many. FLOPs of one
 step (F and G, forward and backward, and the augmentation's convolutions) are counted
 once with torch.utils.flop_counter.FlopCounterMode.

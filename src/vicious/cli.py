@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from vicious.defences import cli as defences_cli
+from vicious.experiments import sweep_cli
 from vicious.experiments.logs import quiet_lightning
 
 
@@ -137,23 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     presets.add_argument("--json", action="store_true", help="print the full configs as JSON")
     presets.set_defaults(func=_cmd_presets)
 
-    for register in _extensions():
-        register(sub)
+    # The defences' and the studies' commands (audit, calibrate; sweep, table, report).
+    defences_cli.register(sub)
+    sweep_cli.register(sub)
     return parser
-
-
-def _extensions():
-    """Commands contributed by other packages (defences, sweeps, reports)."""
-    found = []
-    for module_name in ("vicious.defences.cli", "vicious.experiments.sweep_cli"):
-        try:
-            module = __import__(module_name, fromlist=["register"])
-        except ModuleNotFoundError as err:
-            if err.name != module_name:
-                raise
-            continue
-        found.append(module.register)
-    return found
 
 
 def _version() -> str:

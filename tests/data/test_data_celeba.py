@@ -4,7 +4,7 @@ import torch
 
 from vicious.data import DatasetCorruptError, DatasetNotFoundError, celeba_attribute_set, load_dataset
 
-# METHOD.md's sets, restated here independently of the library.
+# The method's sets (docs/method.md), restated here independently of the library.
 METHOD_SETS = {
     1: [31],
     2: [8, 31],
@@ -25,7 +25,7 @@ METHOD_SETS = {
 
 
 def test_attribute_sets():
-    # As written in METHOD.md (not strictly nested: K=7 drops 19, K=15 drops 11).
+    # As the method writes them (not strictly nested: K=7 drops 19, K=15 drops 11).
     for k, indices in METHOD_SETS.items():
         assert celeba_attribute_set(k) == indices
         assert len(indices) == k

@@ -80,7 +80,7 @@ def test_real_fashion_mnist_with_constant_border(fmnist_train, fmnist_test):
 
 
 def test_real_fashion_mnist_principal_dimension(fmnist_train):
-    """METHOD.md's measured caution: about 84 principal dimensions hold 90% of the
+    """The measured caution of docs/method.md: about 84 principal dimensions hold 90% of the
     variance of Fashion-MNIST; 2000 real images padded to 32×32 give a similar count."""
     train = np.pad(fmnist_train[:2000, None], ((0, 0), (0, 0), (2, 2), (2, 2)))
     stats = ImageStatistics.fit(torch.from_numpy(train))

@@ -34,7 +34,7 @@ def _float32(device: torch.device):
 
 
 def selection_score(phase: Phase, loss: LossConfig, accuracy: torch.Tensor, mse: torch.Tensor, ssim: torch.Tensor):
-    """Validation score to minimise (METHOD.md, model selection)."""
+    """Validation score to minimise (docs/method.md, "Model selection")."""
     reconstruction = loss.alpha_ssim * (1 - ssim) + loss.alpha_huber * mse
     if phase == "classifier":
         return 1 - accuracy
@@ -207,7 +207,8 @@ class AttackModule(L.LightningModule):
             metric.reset()
 
     def configure_optimizers(self):
-        # One Adam over every trainable parameter equals one Adam per network (METHOD.md).
+        # One Adam over every trainable parameter equals one Adam per network
+        # (docs/method.md, "Optimisation").
         groups = [{"params": [p for p in network.parameters() if p.requires_grad], "lr": self.lr * scale}
                   for network, scale in ((self.classifier, 1.0), (self.decoder, self.decoder_lr_scale))]
         groups = [g for g in groups if g["params"]]

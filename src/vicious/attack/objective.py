@@ -1,4 +1,4 @@
-"""The training objective of METHOD.md, as pure functions of tensors.
+"""The training objective of docs/method.md ("Objective"), as pure functions of tensors.
 
     L = beta_c * L_task(F(x), y)
       + beta_r * (alpha_huber * Huber_delta(G(F(x)), x) + alpha_ssim * (1 - SSIM(G(F(x)), x)))

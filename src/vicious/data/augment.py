@@ -1,4 +1,4 @@
-"""Training-time augmentation of METHOD.md, computed for a whole batch at once.
+"""Training-time augmentation (docs/method.md, "Augmentation"), computed for a whole batch at once.
 
 Each training batch is the originals plus one augmented copy of each. Every copy
 gets ONE transform drawn uniformly from ``TRANSFORMS`` (the original experiments'
@@ -59,7 +59,7 @@ TRANSFORMS: tuple[str, ...] = (
     "gaussian_blur",
 )
 
-# Settings of the original experiments (METHOD.md, "Augmentation").
+# Settings of the original experiments (docs/method.md, "Augmentation").
 ERASE_SCALE = (0.02, 0.2)
 ERASE_RATIO = (0.2, 2.2)
 ERASE_ATTEMPTS = 10  # torchvision's RandomErasing.get_params retries this often
@@ -378,7 +378,8 @@ def augment_batch(
 def with_augmented_copies(
     images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training batch of METHOD.md: (cat(originals, copies), cat(labels, labels)).
+    """The training batch of docs/method.md, "Augmentation":
+    (cat(originals, copies), cat(labels, labels)).
 
     images (N, C, H, W) in [0, 1]; labels (N,) or (N, K). Returns (2N, C, H, W) and
     (2N,) or (2N, K); the copies keep their originals' labels."""

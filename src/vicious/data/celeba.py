@@ -37,7 +37,8 @@ IMAGES_DIR = "img_align_celeba"
 IMAGES_ZIP = "img_align_celeba.zip"
 DRIVE_FOLDER = "https://drive.google.com/drive/folders/0B7EVK8r0v71pWEZsZE9oNnFzTm8"
 
-# METHOD.md's attribute sets (indices into list_attr_celeba.txt), exactly as written there;
+# The attribute sets of docs/method.md, "CelebA attribute sets" (indices into
+# list_attr_celeba.txt), exactly as written there;
 # they grow nearly nested (K=7 lacks 19 and K=15 lacks 11, which smaller sets have).
 ATTRIBUTE_SETS: dict[int, tuple[int, ...]] = {
     1: (31,),
@@ -61,7 +62,8 @@ Attributes = str | Sequence[int | str] | None
 
 
 def celeba_attribute_set(k: int) -> list[int]:
-    """The attribute indices of METHOD.md's set of size k (k in 1..10, 15, 20, 30, 40)."""
+    """The attribute indices of the set of size k (k in 1..10, 15, 20, 30, 40) of
+    docs/method.md, "CelebA attribute sets"."""
     if isinstance(k, bool) or not isinstance(k, int) or k not in ATTRIBUTE_SETS:
         valid = ", ".join(str(size) for size in ATTRIBUTE_SETS)
         raise ValueError(f"no CelebA attribute set of size {k!r}; valid sizes: {valid}")

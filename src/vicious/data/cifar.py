@@ -21,7 +21,7 @@ from .images import hwc_to_tensor, resize_images
 from .types import DatasetInfo, SourceData, Split
 
 NAMES = ("cifar10", "cifar100")
-# METHOD.md: 45k/5k of the official 50k training images.
+# docs/method.md, "Splits": 45k/5k of the official 50k training images.
 VAL_FRACTION = 5_000 / 50_000
 _CLASSES: dict[str, type[CIFAR10]] = {"cifar10": CIFAR10, "cifar100": CIFAR100}
 

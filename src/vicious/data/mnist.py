@@ -32,7 +32,7 @@ from .images import resize_images
 from .types import DatasetInfo, SourceData, Split
 
 NAMES = ("mnist", "fashion-mnist")
-# METHOD.md: 50k/10k of the official 60k training images.
+# docs/method.md, "Splits": 50k/10k of the official 60k training images.
 VAL_FRACTION = 10_000 / 60_000
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -2,8 +2,8 @@
 
 Each dataset family has one module (mnist, cifar, tinyimagenet, celeba) that finds
 the files, checks them, and returns the official splits at the requested image
-size. This module then applies METHOD.md's seeded train/validation split where the
-dataset has no official validation split, and adds the training statistics.
+size. This module then applies the seeded train/validation split of docs/method.md
+("Splits") where the dataset has no official validation split, and adds the training statistics.
 """
 
 from __future__ import annotations

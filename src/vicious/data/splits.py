@@ -1,9 +1,9 @@
 """Seeded train/validation split of an official training set.
 
-METHOD.md's splits hold out a fixed fraction of the official training set for
-validation: MNIST and Fashion-MNIST 10k of 60k, CIFAR 5k of 50k, TinyImageNet 10k of
-100k. A source of another size (the embedded subset, test fixtures) is split with
-the same fraction. The official test set is never touched.
+The splits of docs/method.md ("Splits") hold out a fixed fraction of the official
+training set for validation: MNIST and Fashion-MNIST 10k of 60k, CIFAR 5k of 50k,
+TinyImageNet 10k of 100k. A source of another size (the embedded subset, test
+fixtures) is split with the same fraction. The official test set is never touched.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from .images import decode_all, decode_file
 from .types import DatasetInfo, SourceData, Split
 
 NAMES = ("tinyimagenet",)
-# METHOD.md: 90k/10k of the 100k training images.
+# docs/method.md, "Splits": 90k/10k of the 100k training images.
 VAL_FRACTION = 10_000 / 100_000
 FOLDER = "tiny-imagenet-200"
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"

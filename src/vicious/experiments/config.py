@@ -125,7 +125,7 @@ class DataConfig(_Section):
     train_limit: int | None = Field(None, ge=1, description="use a seeded subset of this many training images")
     val_limit: int | None = Field(None, ge=1)
     test_limit: int | None = Field(None, ge=1)
-    augment: bool = Field(True, description="append an augmented copy of every training image (METHOD.md)")
+    augment: bool = Field(True, description="append an augmented copy of every training image (docs/method.md, 'Augmentation')")
 
 
 class ModelConfig(_Section):

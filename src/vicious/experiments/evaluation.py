@@ -1,4 +1,4 @@
-"""Evaluating a trained run on its test split: the measures of METHOD.md.
+"""Evaluating a trained run on its test split: the measures of docs/method.md, "Measures".
 
 Writes ``metrics.json`` (summary) and ``per_sample.csv`` (one row per test image)
 into the run directory.
@@ -23,7 +23,7 @@ from vicious.metrics import (
 
 
 def fit_statistics(splits: DatasetSplits, batch_size: int = 2000) -> ImageStatistics:
-    """Pixel mean and covariance of the train + validation images (METHOD.md)."""
+    """Pixel mean and covariance of the train + validation images (docs/method.md, "Measures")."""
 
     def batches():
         for split in (splits.train, splits.val):

@@ -2,8 +2,9 @@
 
 Names read ``<dataset>-<regime>[-softmax][-small]``, e.g. ``cifar10-vicious``,
 ``celeba-k10-honest-softmax``, ``fashion-mnist-vicious-small``. Paper presets use
-METHOD.md's settings: WRN-28-1 for MNIST, WRN-28-5 otherwise, batch 250, Adam 1e-3,
-augmentation, default loss weights and validation-based model selection. The
+the settings of docs/method.md ("Optimisation", "Architectures"): WRN-28-1 for
+MNIST, WRN-28-5 otherwise, batch 250, Adam 1e-3, augmentation, default loss weights
+and validation-based model selection. The
 original epoch counts are unknown; ours are in ``PAPER_EPOCHS``.
 """
 

@@ -18,7 +18,7 @@ field) is refused in one line naming it. A NaN or infinite measure is legitimate
 diverged run): it shows as missing, is left out of means, and a note names the run.
 
 Grids that vary other config keys (say ``loss.beta_r``) get one column per such key,
-so rows never mix settings. Risk R is shown in both variants (METHOD.md): ``exact``
+so rows never mix settings. Risk R is shown in both variants (docs/method.md, "Measures"): ``exact``
 (full pseudo-inverse, as in the paper) and ``principal`` (the leading principal subspace).
 """
 
@@ -327,7 +327,7 @@ def summary_table(records: Sequence[RunRecord], keys: Sequence[str]) -> Table:
                *_measure_columns(SUMMARY_MEASURES)]
     notes = ["Mean ± sample std over seeds; one seed shows its bootstrap 95% interval [low, high]. "
              "R exact uses the full pseudo-inverse of the pixel covariance (the paper's R); R principal "
-             "the leading principal subspace (METHOD.md). r>1: share of test images reconstructed closer "
+             "the leading principal subspace (docs/method.md, 'Measures'). r>1: share of test images reconstructed closer "
              "than the population mean. re-id@k: share of reconstructions whose source is among the k "
              "nearest test images (principal subspace). label only: each test image replaced by the mean "
              "training image of the class the honest classifier predicted, the floor any classifier gives away."]

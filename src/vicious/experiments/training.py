@@ -1,4 +1,4 @@
-"""Training a run: the regimes of METHOD.md as a sequence of Lightning phases.
+"""Training a run: the regimes of docs/method.md ("Regimes") as a sequence of Lightning phases.
 
 | regime      | phases                                            |
 |-------------|---------------------------------------------------|

@@ -10,7 +10,7 @@ Which form applies is read from the labels, so one call serves both:
 * ``labels`` integer of shape ``(N,)`` -> multiclass;
 * ``labels`` float (or bool) of shape ``(N, K)`` holding 0/1 -> multilabel.
 
-Reference: METHOD.md, "Measures" (Malekzadeh & Gündüz, arXiv 2212.04223).
+Reference: docs/method.md, "Measures" (Malekzadeh & Gündüz, arXiv 2212.04223).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ r"""Mean squared error per pixel.
 :math:`\mathrm{MSE}(x, \tilde x) = \frac{1}{CHW} \sum_{c,h,w} (x_{chw} - \tilde x_{chw})^2`
 for each image of a batch, pixels in ``[0, 1]``.
 
-Reference: METHOD.md, "Measures".
+Reference: docs/method.md, "Measures".
 """
 
 from __future__ import annotations

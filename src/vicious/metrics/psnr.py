@@ -2,7 +2,7 @@ r"""Peak signal-to-noise ratio with data range 1.
 
 :math:`\mathrm{PSNR} = 10 \log_{10}(1 / \mathrm{MSE})` dB.
 
-Two aggregations are reported (METHOD.md, "Measures"):
+Two aggregations are reported (docs/method.md, "Measures"):
 
 * the paper's: PSNR of the *test-set mean* MSE,
   :func:`psnr_from_mean_mse` (or :func:`psnr_from_mse` on a mean MSE accumulated

@@ -1,4 +1,4 @@
-r"""Reconstruction risk R (METHOD.md, "Measures").
+r"""Reconstruction risk R (docs/method.md, "Measures").
 
 For a test image :math:`x` with reconstruction :math:`\tilde x`,
 
@@ -16,7 +16,7 @@ Two variants, and every table must say which one it shows:
 
 * ``"exact"``: the definition above, for comparison with the paper. Directions
   of tiny variance dominate :math:`\Sigma^+`, and this R was measured *not* to
-  follow reconstruction quality (METHOD.md, the measured caution).
+  follow reconstruction quality (docs/method.md, "The caution about R exact").
 * ``"principal"``: the same distance restricted to the leading principal
   subspace holding ``variance_fraction`` (default 0.9) of the variance, i.e.
   :math:`\Sigma^+` replaced by the pseudo-inverse of the rank-k truncation.

@@ -30,7 +30,7 @@ eigenvectors (:math:`r` = rank) are held, column-major. :meth:`ImageStatistics.f
 computes this peak (:func:`fit_memory`) before allocating anything and refuses images
 whose peak exceeds the device's memory (512×512 images would need terabytes).
 
-Reference: METHOD.md, "Measures", reconstruction risk R.
+Reference: docs/method.md, "Measures", reconstruction risk R.
 """
 
 from __future__ import annotations
