@@ -38,7 +38,23 @@ def test_demo_writes_metrics_picture_and_report(tmp_path, capsys):
     gap = vicious["psnr"] - summary["results"]["honest"]["psnr"]
     assert summary["headline"] in page and f"{gap:.1f} dB more than an honest classifier" in summary["headline"]
     assert page.count("<dt>") == 8 and "METHOD.md" not in page
+    # metrics.json holds what float32 measures support (7 significant digits), not float64 noise.
+    def floats(value):
+        if isinstance(value, dict):
+            return [f for v in value.values() for f in floats(v)]
+        if isinstance(value, list):
+            return [f for v in value for f in floats(v)]
+        return [value] if isinstance(value, float) else []
+    written = floats(vicious)
+    assert written and all(float(f"{v:.7g}") == v for v in written if math.isfinite(v))
     assert page.count("data:image/png;base64,") == 6  # grid, best, median, worst, distributions, curves
+
+
+def test_significant_digits_drop_float32_noise():
+    from vicious.experiments.evaluation import significant
+
+    assert significant({"accuracy": 0.8410000205039978, "ci": [17.488611221313477, 3]}) == {
+        "accuracy": 0.841, "ci": [17.48861, 3]}
 
 
 def test_train_then_evaluate_an_autoencoder(tmp_path, capsys):

@@ -133,6 +133,7 @@ def _evaluate(run_dir: Path | TrainedRun, statistics: ImageStatistics | None, wr
     if correct.ndim == 2:
         names = splits.info.output_names
         metrics["accuracy_per_attribute"] = {n: float(a) for n, a in zip(names, correct.mean(dim=0))}
+    metrics = significant(metrics)
     if write:
         columns = {"accuracy": per_image_accuracy, **per,
                    **{f"{name}_label_only": floor_per[name] for name in ("psnr", "r_principal")}}
@@ -141,6 +142,20 @@ def _evaluate(run_dir: Path | TrainedRun, statistics: ImageStatistics | None, wr
         atomic_write_json(run.path / "metrics.json", metrics)
         atomic_write_text(run.path / "per_sample.csv", _per_sample_csv(columns))
     return metrics
+
+
+def significant(value, digits: int = 7):
+    """``value`` with every float rounded to ``digits`` significant digits, recursively.
+
+    The measures are computed in float32, which holds about 7 digits; written as float64
+    they would carry noise (0.8410000205039978 for an accuracy of 0.841)."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, dict):
+        return {k: significant(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [significant(v, digits) for v in value]
+    return value
 
 
 def _per_sample_csv(columns: dict[str, torch.Tensor]) -> str:
