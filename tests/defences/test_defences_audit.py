@@ -14,6 +14,9 @@ from vicious.defences.calibration import Calibration, Reference
 
 TINY = SuiteSettings(num_images=64, sensitivity_images=16, shadow_epochs=2, shadow_hidden=16)
 VERDICTS = {"likely-honest", "inconclusive", "likely-vicious"}
+# The test models are our own: they may run also where no sandbox is available (then with
+# the limits only); where bubblewrap works, they run sandboxed all the same.
+OWN_MODEL = ["--unconfined-model-code"]
 
 
 HONEST = {
@@ -37,7 +40,7 @@ def test_audit_writes_scores_verdicts_thresholds_and_a_page(tmp_path, calibratio
     (export_torchscript if export == "torchscript" else export_onnx)(tiny_classifier(), model)
     out = tmp_path / "audit"
     assert main(["audit", str(model), "--data", "fashion-mnist", "--calibration", str(calibration_file),
-                 "--out", str(out)]) == 0
+                 "--out", str(out), *OWN_MODEL]) == 0
     audit = json.loads((out / "audit.json").read_text())
     assert audit["verdict"] in VERDICTS and audit["input_shape"] == [1, 32, 32] and audit["num_outputs"] == 10
     assert audit["num_images"] == 64 and 0 <= audit["accuracy"] <= 1
@@ -67,7 +70,8 @@ def _error(capsys) -> str:
 
 
 def test_audit_refuses_what_it_cannot_audit(tmp_path, calibration_file, capsys):
-    common = ["--data", "fashion-mnist", "--calibration", str(calibration_file), "--out", str(tmp_path / "out")]
+    common = ["--data", "fashion-mnist", "--calibration", str(calibration_file), "--out", str(tmp_path / "out"),
+              *OWN_MODEL]
     (tmp_path / "notes.txt").write_text("not a model")
     assert main(["audit", str(tmp_path / "notes.txt"), *common]) == 2
     assert "is not a model" in _error(capsys)
@@ -83,7 +87,8 @@ def test_audit_refuses_what_it_cannot_audit(tmp_path, calibration_file, capsys):
 def test_audit_without_a_calibration_says_how_to_make_one(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("VICIOUS_CACHE", str(tmp_path / "empty-cache"))
     export_torchscript(tiny_classifier(), tmp_path / "model.pt")
-    assert main(["audit", str(tmp_path / "model.pt"), "--data", "fashion-mnist", "--out", str(tmp_path / "a")]) == 2
+    assert main(["audit", str(tmp_path / "model.pt"), "--data", "fashion-mnist", "--out", str(tmp_path / "a"),
+                 *OWN_MODEL]) == 2
     assert "vicious calibrate --data fashion-mnist" in _error(capsys)
 
 
@@ -103,3 +108,58 @@ def test_calibrate_then_audit_a_run_directory(tmp_path, monkeypatch, capsys):
     for name, entry in audit["detectors"].items():
         assert entry["score"] == pytest.approx(calibration.honest_scores[name][entry["primary"]][0], rel=1e-4, abs=1e-6)
     assert audit["calibration"]["path"] == str(saved)
+
+
+@pytest.mark.parametrize("export", ["torchscript", "onnx"])
+def test_the_sandbox_changes_no_score_and_no_verdict(tmp_path, calibration_file, monkeypatch, export):
+    """The sandboxed worker computes exactly what the same model computes in this process."""
+    import functools
+
+    from vicious.defences import audit as audit_module
+    from vicious.defences.black_box import open_classifier
+
+    model = tmp_path / ("model.pt" if export == "torchscript" else "model.onnx")
+    (export_torchscript if export == "torchscript" else export_onnx)(tiny_classifier(seed=3), model)
+    common = ["--data", "fashion-mnist", "--calibration", str(calibration_file), *OWN_MODEL]
+    assert main(["audit", str(model), *common, "--out", str(tmp_path / "sandboxed")]) == 0
+    monkeypatch.setattr(audit_module, "open_classifier", functools.partial(open_classifier, trusted=True))
+    assert main(["audit", str(model), *common, "--out", str(tmp_path / "in-process")]) == 0
+    sandboxed, in_process = (json.loads((tmp_path / name / "audit.json").read_text())
+                             for name in ("sandboxed", "in-process"))
+    assert sandboxed["verdict"] == in_process["verdict"] and sandboxed["accuracy"] == in_process["accuracy"]
+    assert {n: e["scores"] for n, e in sandboxed["detectors"].items()} == \
+        {n: e["scores"] for n, e in in_process["detectors"].items()}
+    assert sandboxed["excess_leakage_details"] == in_process["excess_leakage_details"]
+
+
+def test_the_sandbox_limits_default_as_the_command_line_says():
+    from vicious.defences import cli
+    from vicious.defences.sandbox import SandboxLimits
+
+    limits = SandboxLimits()
+    assert (limits.wall_s, limits.cpu_s, limits.memory_bytes) == (cli.TIME_LIMIT_S, cli.CPU_LIMIT_S, cli.MEMORY_LIMIT)
+    assert [cli._size(t) for t in ("8G", "512M", "4GiB", "1.5G", "1024")] == [8 << 30, 512 << 20, 4 << 30, 3 << 29, 1024]
+
+
+def test_an_audit_folder_in_use_is_refused_and_left_as_it_was(tmp_path, calibration_file, capsys):
+    import signal
+    import subprocess
+    import sys
+
+    model, out = tmp_path / "model.onnx", tmp_path / "audit"
+    export_onnx(tiny_classifier(), model)
+    hold = ("import sys\nfrom vicious.experiments.locks import folder_lock\n"
+            "with folder_lock(sys.argv[1]):\n    print('held', flush=True)\n    sys.stdin.read()\n")
+    other = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert other.stdout.readline() == "held\n"
+        before = sorted(p.name for p in out.iterdir())
+        assert main(["audit", str(model), "--data", "fashion-mnist", "--calibration", str(calibration_file),
+                     "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"is in use by pid {other.pid}" in err[0]
+        assert sorted(p.name for p in out.iterdir()) == before  # no audit.json, no audit.html
+    finally:
+        other.send_signal(signal.SIGKILL)
+        other.wait()

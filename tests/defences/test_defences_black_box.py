@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import pickle
 
 import pytest
 import torch
 from defences_helpers import export_onnx, export_torchscript, tiny_classifier
 
-from vicious.defences import BlackBox, open_classifier
+from vicious.defences import BlackBox
+from vicious.defences import open_classifier as open_any_classifier
+
+# The test models are our own: they may run also where no sandbox is available (then with
+# the limits only); where bubblewrap works, they run sandboxed all the same.
+open_classifier = functools.partial(open_any_classifier, unconfined=True)
 
 
 def test_torchscript_outputs_equal_the_module(tmp_path, fashion_info):
@@ -90,3 +96,18 @@ def test_a_black_box_refuses_images_of_the_wrong_shape(fashion_info):
     box = BlackBox.from_module(tiny_classifier(), fashion_info)
     with pytest.raises(ValueError, match=r"takes images \(N, 1, 32, 32\), got \(2, 3, 32, 32\)"):
         box(torch.rand(2, 3, 32, 32))
+
+
+def test_sandboxed_outputs_equal_those_computed_here(tmp_path, fashion_info):
+    x = torch.rand(600, 1, 32, 32)  # two batches, the second short
+    for name, export in (("m.pt", export_torchscript), ("m.onnx", export_onnx)):
+        export(tiny_classifier(seed=2), tmp_path / name)
+        with open_classifier(tmp_path / name, fashion_info) as sandboxed:
+            here = open_classifier(tmp_path / name, fashion_info, trusted=True)
+            assert torch.equal(sandboxed(x), here(x)), name
+
+
+def test_integer_outputs_are_refused_not_scored(fashion_info):
+    box = BlackBox(lambda x: torch.zeros(len(x), 10, dtype=torch.int64), (1, 32, 32), 10, "multiclass", "logits", "toy")
+    with pytest.raises(ValueError, match="toy returns int64 outputs"):
+        box(torch.rand(2, 1, 32, 32))

@@ -1,8 +1,10 @@
 """``vicious audit``: is this classifier vicious? Evidence a user can check.
 
-Opens a user's classifier (TorchScript, ONNX or run directory) as a black box,
-checks it against the dataset, scores it with every detector on the dataset's test
-images (a seeded subset, standing in for the user's own), compares each score with
+Opens a user's classifier (TorchScript, ONNX or run directory) as a black box, in a
+sandboxed worker process with limits (:mod:`vicious.defences.sandbox`; with the auditor's
+dataset settings, never a run directory's), checks it against the dataset, scores it
+with every detector on the dataset's test images (a seeded subset, standing in for the
+user's own), compares each score with
 the honest reference classifiers of the saved calibration and writes:
 
     OUT/audit.json   every score, each detector's verdict and thresholds, the overall verdict
@@ -16,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import vicious
-from vicious.data import load_dataset
-from vicious.defences.black_box import open_classifier
+from vicious.data import DatasetSplits, load_dataset
+from vicious.defences.black_box import BlackBox, open_classifier
 from vicious.defences.calibration import (
     DECIDING_DETECTORS,
     Calibration,
@@ -28,8 +30,14 @@ from vicious.defences.calibration import (
 )
 from vicious.defences.outputs import Form
 from vicious.defences.report import audit_page
+from vicious.defences.sandbox import SandboxLimits
 from vicious.defences.suite import DETECTORS, PRIMARY, score_classifier
-from vicious.experiments.files import atomic_write_json, atomic_write_text, check_writable
+from vicious.experiments.files import (
+    atomic_write_json,
+    atomic_write_text,
+    refuse_outside_links,
+)
+from vicious.experiments.locks import folder_lock
 
 VERDICT_RULE = (
     "per detector: likely-honest if its primary score <= mean + 2 sd of the honest references, likely-vicious "
@@ -65,14 +73,27 @@ def load_or_calibrate(
 def run_audit(
     model: Path, dataset: str, out: Path, *, image_size: int = 32, data_root: str | None = None,
     form: Form | None = None, calibration_file: Path | None = None, allow_calibrate: bool = False,
-    num_models: int = 4, echo: Callable[[str], None] = print,
+    num_models: int = 4, limits: SandboxLimits | None = None, unconfined: bool = False,
+    echo: Callable[[str], None] = print,
 ) -> dict:
-    """Audit ``model`` on ``dataset``; writes OUT/audit.json and OUT/audit.html and returns the audit."""
+    """Audit ``model`` on ``dataset``; writes OUT/audit.json and OUT/audit.html and returns the audit.
+
+    The model runs in one sandboxed worker for the whole audit, within ``limits``;
+    ``unconfined``: where no sandbox is available, run TorchScript anyway, with the limits only.
+    """
     model, out = Path(model), Path(out)
     # Cheap checks first: a wrong file or shape fails before any calibration or scoring.
     splits = load_dataset(dataset, root=data_root, image_size=image_size)
-    classifier = open_classifier(model, splits.info, image_size, form=form)
-    check_writable(out)
+    with open_classifier(model, splits.info, image_size, form=form, limits=limits, unconfined=unconfined) as classifier:
+        refuse_outside_links(out)
+        with folder_lock(out):  # one audit writes a folder at a time (the lock checks it is writable)
+            return _audit(classifier, splits, model, dataset, out, image_size=image_size, data_root=data_root,
+                          calibration_file=calibration_file, allow_calibrate=allow_calibrate,
+                          num_models=num_models, echo=echo)
+
+
+def _audit(classifier: BlackBox, splits: DatasetSplits, model: Path, dataset: str, out: Path, *, image_size: int, data_root: str | None,
+           calibration_file: Path | None, allow_calibrate: bool, num_models: int, echo: Callable[[str], None]) -> dict:
     echo(f"{classifier.source}: input (N, {', '.join(map(str, classifier.input_shape))}), "
          f"{classifier.num_outputs} outputs ({classifier.form})")
     calibration, calibration_at = load_or_calibrate(

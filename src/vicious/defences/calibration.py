@@ -200,7 +200,9 @@ def calibrate(
         if not (run_dir / "classifier.safetensors").exists():
             echo(f"training honest reference {i + 1}/{num_models} (WRN-10-1, {train_limit} images, {epochs} epochs)")
             train_run(config, run_dir, resume=(run_dir / "config.yaml").exists())
-        result = score_classifier(open_classifier(run_dir, splits.info, image_size), images, settings, labels)
+        # Trained just now, by this process: loaded here, not in a sandboxed worker.
+        with open_classifier(run_dir, splits.info, image_size, trusted=True) as reference:
+            result = score_classifier(reference, images, settings, labels)
         echo(f"  reference {i + 1}: accuracy {result.accuracy:.3f}, "
              + ", ".join(f"{d} {s:.3f}" for d, s in result.primary().items()))
         for detector, subs in result.scores.items():

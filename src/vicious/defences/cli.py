@@ -8,12 +8,14 @@ from pathlib import Path
 
 def _cmd_audit(args) -> None:
     from vicious.defences.audit import run_audit
+    from vicious.defences.sandbox import SandboxLimits
 
     out = Path(args.out) if args.out else Path(f"audit-{Path(args.model).name.split('.')[0] or 'model'}")
+    limits = SandboxLimits(wall_s=args.time_limit, cpu_s=args.cpu_limit, memory_bytes=args.memory_limit)
     run_audit(
         Path(args.model), args.data, out, image_size=args.image_size, data_root=args.data_root, form=args.form,
         calibration_file=Path(args.calibration) if args.calibration else None, allow_calibrate=args.calibrate,
-        num_models=args.num_models,
+        num_models=args.num_models, limits=limits, unconfined=args.unconfined_model_code,
     )
 
 
@@ -41,8 +43,39 @@ def _positive(text: str) -> int:
     return value
 
 
-# Defaults of vicious.defences.calibration, repeated so that building the parser imports no torch.
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def _size(text: str) -> int:
+    """Bytes from '8G', '512M', '4GiB', '1.5G' (binary units) or a plain number of bytes."""
+    number, unit = text.strip(), ""
+    for suffix in ("iB", "B"):
+        number = number.removesuffix(suffix)
+    if number[-1:].upper() in _UNITS:
+        number, unit = number[:-1], number[-1].upper()
+    try:
+        value = float(number) * _UNITS[unit]
+    except ValueError:
+        value = 0.0
+    if not (1 <= value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a size such as 8G or 512M, got {text!r}")
+    return int(value)
+
+
+# Defaults of vicious.defences.calibration and of vicious.defences.sandbox.SandboxLimits,
+# repeated so that building the parser imports no torch (a test checks they agree).
 REFERENCE_IMAGES, REFERENCE_EPOCHS = 5000, 4
+TIME_LIMIT_S, CPU_LIMIT_S, MEMORY_LIMIT = 120.0, 3600.0, 8 << 30
 
 
 def register(subparsers) -> None:
@@ -60,6 +93,19 @@ def register(subparsers) -> None:
     audit.add_argument("--calibration", help="a calibration file (default: the cache's calibration/<dataset>.json)")
     audit.add_argument("--calibrate", action="store_true", help="train the honest references first if no calibration exists")
     audit.add_argument("--num-models", type=_positive, default=4, help="honest references for --calibrate (default 4)")
+    limits = audit.add_argument_group(
+        "model sandbox", "The model is loaded and run in a worker process confined by bubblewrap (no network, reads "
+                         "only its own file and the libraries, writes nowhere) within these limits.")
+    limits.add_argument("--time-limit", type=_seconds, default=TIME_LIMIT_S, metavar="SECONDS",
+                        help=f"wall time to load the model, and for each batch of 500 images (default {TIME_LIMIT_S:g})")
+    limits.add_argument("--cpu-limit", type=_seconds, default=CPU_LIMIT_S, metavar="SECONDS",
+                        help=f"CPU time of the model over the whole audit, all threads (default {CPU_LIMIT_S:g})")
+    limits.add_argument("--memory-limit", type=_size, default=MEMORY_LIMIT, metavar="SIZE",
+                        help="address space of the model's process, e.g. 8G or 512M; torch alone takes ~3.3G "
+                             f"(default {MEMORY_LIMIT >> 30}G)")
+    limits.add_argument("--unconfined-model-code", action="store_true",
+                        help="where bubblewrap is not available, run a TorchScript model anyway, with the limits only: "
+                             "its code can then read and write whatever you can")
     audit.set_defaults(func=_cmd_audit)
 
     cal = subparsers.add_parser(
