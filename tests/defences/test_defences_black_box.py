@@ -111,3 +111,21 @@ def test_integer_outputs_are_refused_not_scored(fashion_info):
     box = BlackBox(lambda x: torch.zeros(len(x), 10, dtype=torch.int64), (1, 32, 32), 10, "multiclass", "logits", "toy")
     with pytest.raises(ValueError, match="toy returns int64 outputs"):
         box(torch.rand(2, 1, 32, 32))
+
+
+def test_an_onnx_model_without_its_data_file_says_how_to_export_one_file(tmp_path, fashion_info):
+    import warnings
+
+    model = tiny_classifier()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.rand(4, 1, 32, 32),), str(tmp_path / "model.onnx"), dynamo=True,
+                          external_data=True, verbose=False)
+    (tmp_path / "model.onnx.data").rename(tmp_path / "elsewhere.data")  # the side file left behind
+    with pytest.raises(ValueError, match=r"'model.onnx.data', which is not a file next to it.*external_data=False"):
+        open_classifier(tmp_path / "model.onnx", fashion_info)
+    # Beside the model again, it is read (inside the sandbox, which is shown the file).
+    (tmp_path / "elsewhere.data").rename(tmp_path / "model.onnx.data")
+    with open_classifier(tmp_path / "model.onnx", fashion_info) as box, torch.no_grad():
+        x = torch.rand(3, 1, 32, 32)
+        torch.testing.assert_close(box(x), model(x), atol=1e-4, rtol=1e-4)

@@ -189,7 +189,7 @@ def open_classifier(
 
 _EXPORT_HINT = (
     "export the classifier with torch.jit.trace(model, example).save('model.pt') "
-    "or torch.onnx.export(model, (example,), 'model.onnx', dynamo=True)"
+    "or torch.onnx.export(model, (example,), 'model.onnx', dynamo=True, external_data=False) (one file)"
 )
 _NO_SANDBOX_HINT = (
     "install bubblewrap (apt install bubblewrap) so that it runs confined, or pass --unconfined-model-code "
@@ -231,7 +231,8 @@ def _onnx_external_files(path: Path, limits: SandboxLimits) -> dict[str, Path]:
         if not file.resolve().is_relative_to(folder):
             raise ValueError(f"{path} refers to {shown!r} for its tensors, a link out of its folder; copy the file there")
         if not file.is_file():
-            raise ValueError(f"{path} keeps its tensors in {shown!r}, which is not a file next to it; copy it there")
+            raise ValueError(f"{path} keeps its tensors in {shown!r}, which is not a file next to it; copy it there, "
+                             "or export the model as one file (torch.onnx.export(..., external_data=False))")
         files[relative.as_posix()] = file
         total += file.stat().st_size
     if total > limits.memory_bytes:
