@@ -59,3 +59,41 @@ def test_presets_follow_the_paper():
     assert "fashion-mnist-vicious-small" in preset_names("fashion-mnist-*-small")
     with pytest.raises(ConfigError, match="did you mean"):
         get_preset("fashion-mnist-viscious")
+
+
+def test_a_hand_written_config_overrides_the_preset_then_set_overrides_it(tmp_path, capsys):
+    from vicious.cli import main
+
+    (tmp_path / "mine.yaml").write_text("train:\n  epochs: 3\nloss:\n  beta_r: 5\n")  # no version: fine
+    assert main(["train", "--preset", "fashion-mnist-vicious-small", "--config", str(tmp_path / "mine.yaml"),
+                 "--set", "train.epochs=4", "--set", "train.lr=1e-4", "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    config = load_config_text(tmp_path, printed)
+    small = get_preset("fashion-mnist-vicious-small")
+    # The preset's values where the file is silent, the file's over them, --set over both.
+    assert (config.model.depth, config.train.batch_size, config.preset) == (10, 128, "fashion-mnist-vicious-small")
+    assert config.loss.beta_r == 5.0 and config.train.epochs == 4 and config.train.lr == 0.0001
+    assert config.data == small.data and config.model == small.model
+    # The printed config is complete: it loads back unchanged with no preset, and prints the same.
+    assert main(["train", "--config", str(tmp_path / "printed.yaml"), "--print-config"]) == 0
+    assert capsys.readouterr().out == printed
+
+
+def test_a_config_naming_a_preset_starts_from_it_and_presets_print_as_yaml(tmp_path, capsys):
+    from vicious.cli import main
+
+    (tmp_path / "mine.yaml").write_text("preset: mnist-honest-small\ntrain:\n  epochs: 2\n")
+    assert main(["train", "--config", str(tmp_path / "mine.yaml"), "--print-config"]) == 0
+    config = load_config_text(tmp_path, capsys.readouterr().out)
+    expected = apply_overrides(get_preset("mnist-honest-small"), ["train.epochs=2"])
+    assert config == expected
+    assert main(["presets", "cifar10-vicious-small", "--yaml"]) == 0
+    assert load_config_text(tmp_path, capsys.readouterr().out) == get_preset("cifar10-vicious-small")
+    (tmp_path / "typo.yaml").write_text("train:\n  epoch: 2\n")
+    assert main(["train", "--config", str(tmp_path / "typo.yaml"), "--print-config"]) == 2
+    assert "typo.yaml: unknown config key 'train.epoch'; did you mean 'train.epochs'?" in capsys.readouterr().err
+
+
+def load_config_text(folder, text):
+    (folder / "printed.yaml").write_text(text)
+    return load_config(folder / "printed.yaml")

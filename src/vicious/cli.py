@@ -25,17 +25,23 @@ def _cmd_demo(args) -> None:
     run_demo(Path(args.out), data_root=args.data_root, overrides=args.set, progress=not args.quiet)
 
 
-def _cmd_train(args) -> None:
-    from vicious.experiments.config import apply_overrides, load_config
+def _train_config(args):
+    """The run's config: the preset, then the config file over it, then each --set (later wins).
+
+    A config file without --preset starts from the preset it names (its ``preset`` key), else
+    from the defaults; a resumed run without either is its saved config.yaml."""
+    from vicious.experiments.config import apply_overrides, load_config, read_yaml_mapping
     from vicious.experiments.presets import get_preset
 
-    if args.preset and args.config:
-        raise ValueError("give either --preset or --config, not both")
-    if args.preset:
-        config = get_preset(args.preset)
-    elif args.config:
-        config = load_config(Path(args.config))
-    elif args.resume and (Path(args.out) / "config.yaml").exists():
+    base = get_preset(args.preset) if args.preset else None
+    if args.config:
+        if base is None:
+            named = read_yaml_mapping(Path(args.config), "config file", "does not hold a config mapping").get("preset")
+            base = get_preset(named) if isinstance(named, str) else None
+        config = load_config(Path(args.config), base=base)
+    elif base is not None:
+        config = base
+    elif args.resume and args.out and (Path(args.out) / "config.yaml").exists():
         config = load_config(Path(args.out) / "config.yaml")
     else:
         raise ValueError("name a preset with --preset NAME ('vicious presets' lists them) or a file with --config")
@@ -46,7 +52,18 @@ def _cmd_train(args) -> None:
         overrides.append("data.download=true")
     if args.quiet:
         overrides.append("train.progress=false")
-    config = apply_overrides(config, overrides)
+    return apply_overrides(config, overrides)
+
+
+def _cmd_train(args) -> None:
+    from vicious.experiments.config import dump_yaml
+
+    config = _train_config(args)
+    if args.print_config:  # a complete config: 'vicious train --config FILE' loads it back unchanged
+        print(dump_yaml(config.model_dump()), end="")
+        return
+    if not args.out:
+        raise ValueError("name the run folder to write with --out DIR")
     # Imported once the config is valid: a bad one is refused without loading Lightning.
     from vicious.experiments.evaluation import evaluate_run
     from vicious.experiments.training import is_global_zero, train_run
@@ -78,6 +95,13 @@ def _cmd_presets(args) -> None:
     names = preset_names(args.pattern)
     if not names:
         raise ValueError(f"no preset matches {args.pattern!r}; 'vicious presets' lists them all")
+    if args.yaml:
+        from vicious.experiments.config import dump_yaml
+
+        if len(names) != 1:
+            raise ValueError(f"--yaml prints one preset; {args.pattern!r} matches {len(names)} (name one exactly)")
+        print(dump_yaml(PRESETS[names[0]].config().model_dump()), end="")
+        return
     if args.json:
         print(json.dumps({n: PRESETS[n].config().model_dump() for n in names}, indent=2))
         return
@@ -114,13 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one classifier/decoder pair from a preset or a config file into a run folder, "
                     "then evaluate it on the test split; --resume continues an interrupted run.")
     train.add_argument("--preset", help="preset name ('vicious presets' lists them)")
-    train.add_argument("--config", help="a config.yaml to start from")
+    train.add_argument("--config", help="a YAML file of the keys to change (over --preset, or the preset it names, "
+                                        "else the defaults); a saved config.yaml holds them all")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-    train.add_argument("--out", required=True, help="run directory to write")
+    train.add_argument("--out", help="run directory to write (required unless --print-config)")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     train.add_argument("--data-root", help="folder holding the dataset")
     train.add_argument("--download", action="store_true", help="download the dataset if missing")
     train.add_argument("--no-evaluate", action="store_true", help="skip the test-split evaluation")
+    train.add_argument("--print-config", action="store_true",
+                       help="print the complete resolved config as YAML and exit (it loads back with --config)")
     train.add_argument("--quiet", action="store_true", help="no progress (no bar on a terminal, no per-epoch lines)")
     train.set_defaults(func=_cmd_train)
 
@@ -137,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "shell-style pattern; --json prints their full configs.")
     presets.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'cifar10-*'")
     presets.add_argument("--json", action="store_true", help="print the full configs as JSON")
+    presets.add_argument("--yaml", action="store_true",
+                         help="print one preset's complete config as YAML (a file for 'vicious train --config')")
     presets.set_defaults(func=_cmd_presets)
 
     # The defences' and the studies' commands (audit, calibrate; sweep, table, report).

@@ -33,7 +33,7 @@ def _fails(argv, capsys, *fragments, status=2) -> str:
     ([*TRAIN, "--set", "train=3"], ["'train' is a section"]),
     ([*TRAIN, "--set", "regime=evil"], ["regime: Input should be 'honest', 'vicious' or 'autoencoder'"]),
     ([*TRAIN, "--set", "loss.bet_r=1"], ["unknown config key 'loss.bet_r'", "did you mean 'loss.beta_r'"]),
-    ([*TRAIN, "--config", "x.yaml"], ["either --preset or --config"]),
+    ([*TRAIN, "--config", "x.yaml"], ["config file not found: x.yaml"]),  # --preset and --config combine
     (["train", "--config", "/no/such/config.yaml"], ["config file not found: /no/such/config.yaml"]),
 ])
 def test_typing_mistakes(tmp_path, capsys, no_training, argv, fragments):

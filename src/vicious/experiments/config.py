@@ -307,14 +307,32 @@ def read_yaml_mapping(path: Path, what: str, not_mapping: str) -> dict:
     return values
 
 
-def load_config(path: Path, *, check_version: bool = True) -> RunConfig:
-    """Read a config written by ``save_config``; refuses other major.minor versions by name."""
+def load_config(path: Path, *, base: RunConfig | None = None, check_version: bool = True) -> RunConfig:
+    """A config file as a partial override of ``base`` (default: the defaults).
+
+    A file written by ``save_config`` holds every key, so it loads back unchanged whatever
+    the base; a hand-written one names only what it changes. ``version`` is optional; when
+    present, other major.minor versions are refused by name. Errors name the file."""
     values = read_yaml_mapping(Path(path), "config file", "does not hold a config mapping")
-    written = str(values.get("version", "unknown"))
-    if check_version and not vicious.reads_version(written):
-        raise ConfigError(
-            f"{path} was written by vicious {written}, this is {vicious.__version__}; "
-            "re-run with this version or install the one that wrote it"
-        )
-    values["version"] = vicious.__version__
-    return validate_config(values)
+    if "version" in values:
+        written = str(values.pop("version"))
+        if check_version and not vicious.reads_version(written):
+            raise ConfigError(
+                f"{path} was written by vicious {written}, this is {vicious.__version__}; "
+                "re-run with this version or install the one that wrote it, or delete its 'version' line"
+            )
+    try:
+        _check_keys(values, RunConfig, prefix="")
+        merged = _merge((base or RunConfig()).model_dump(), values)
+        merged["version"] = vicious.__version__
+        return validate_config(merged)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def _merge(into: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """``into`` with ``values`` laid over it, section by section."""
+    out = dict(into)
+    for key, value in values.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
