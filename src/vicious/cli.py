@@ -30,15 +30,15 @@ def _train_config(args):
 
     A config file without --preset starts from the preset it names (its ``preset`` key), else
     from the defaults; a resumed run without either is its saved config.yaml."""
-    from vicious.experiments.config import apply_overrides, load_config, read_yaml_mapping
+    from vicious.experiments.config import apply_overrides, load_config, merge_config, read_yaml_mapping
     from vicious.experiments.presets import get_preset
 
     base = get_preset(args.preset) if args.preset else None
     if args.config:
-        if base is None:
-            named = read_yaml_mapping(Path(args.config), "config file", "does not hold a config mapping").get("preset")
-            base = get_preset(named) if isinstance(named, str) else None
-        config = load_config(Path(args.config), base=base)
+        values = read_yaml_mapping(Path(args.config), "config file", "does not hold a config mapping")
+        if base is None and isinstance(values.get("preset"), str):
+            base = get_preset(values["preset"])
+        config = merge_config(values, args.config, base=base)
     elif base is not None:
         config = base
     elif args.resume and args.out and (Path(args.out) / "config.yaml").exists():

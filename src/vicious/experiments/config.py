@@ -314,11 +314,18 @@ def load_config(path: Path, *, base: RunConfig | None = None, check_version: boo
     the base; a hand-written one names only what it changes. ``version`` is optional; when
     present, other major.minor versions are refused by name. Errors name the file."""
     values = read_yaml_mapping(Path(path), "config file", "does not hold a config mapping")
+    return merge_config(values, str(path), base=base, check_version=check_version)
+
+
+def merge_config(values: dict[str, Any], source: str, *, base: RunConfig | None = None,
+                 check_version: bool = True) -> RunConfig:
+    """The mapping of a config file (``source`` names it in errors) laid over ``base``; see ``load_config``."""
+    values = dict(values)  # the caller's mapping stays as it was
     if "version" in values:
         written = str(values.pop("version"))
         if check_version and not vicious.reads_version(written):
             raise ConfigError(
-                f"{path} was written by vicious {written}, this is {vicious.__version__}; "
+                f"{source} was written by vicious {written}, this is {vicious.__version__}; "
                 "re-run with this version or install the one that wrote it, or delete its 'version' line"
             )
     try:
@@ -327,7 +334,7 @@ def load_config(path: Path, *, base: RunConfig | None = None, check_version: boo
         merged["version"] = vicious.__version__
         return validate_config(merged)
     except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+        raise ConfigError(f"{source}: {err}") from None
 
 
 def _merge(into: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
