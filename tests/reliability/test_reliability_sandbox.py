@@ -12,6 +12,7 @@ sandbox is available, TorchScript is refused unless the user says it may run unc
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import warnings
@@ -223,7 +224,12 @@ def test_a_model_is_stopped_at_the_cpu_limit(models, audit):
 
 def test_a_worker_that_dies_is_reported_in_one_line(models):
     box = open_classifier(script(Honest(), models / "honest.pt"), FASHION, unconfined=True)
-    os.kill(box.predict._worker.process.pid, signal.SIGKILL)  # as a crash of the model's process would
+    worker = box.predict._worker.process
+    os.kill(worker.pid, signal.SIGKILL)  # as a crash of the model's process would
+    # Under bubblewrap the killed process is bwrap; the model's own process dies with it a moment
+    # later (--die-with-parent) and only then closes its end of the pipe: wait for that, so that
+    # the batch below meets a dead worker rather than racing its last moment.
+    assert select.select([worker.stdout], [], [], 30)[0], "the worker outlived its parent"
     with pytest.raises(ValueError, match=r"honest.pt: its worker process ended \(signal SIGKILL\) on a batch"):
         box(torch.rand(3, 1, 32, 32))
 
