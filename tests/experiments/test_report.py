@@ -31,14 +31,15 @@ def test_report_is_self_contained_and_every_image_decodes(report):
     # Nothing fetched from elsewhere: no external scripts, styles or images.
     assert not re.search(r'(src|href)="(https?:|//|file:)', page) and "<script" not in page
     images = [Image.open(io.BytesIO(base64.b64decode(data))) for data in DATA_URI.findall(page)]
-    # scatter + leakage curves + 1 histogram + 2 seeds' grids + best and worst (one dataset/output group)
-    assert len(images) == 7
+    # scatter + leakage curves + 1 histogram + training curves + 2 seeds' grids + best and worst
+    # (one dataset/output group)
+    assert len(images) == 8
     for image in images:
         image.load()
         assert image.width > 100 and image.height > 100
         assert np.asarray(image.convert("L"), dtype=float).std() > 5  # not a blank picture
     for section in ("Results per dataset", "Vicious against honest", "Every run, with 95% confidence intervals",
-                    "Accuracy against risk", "Leakage against K", "Per-image risk r", "Best and worst",
+                    "Accuracy against risk", "Leakage against K", "Per-image risk r", "Training curves", "Best and worst",
                     "Each run's config"):
         assert section in page
     assert page.count("<details>") == 4 + 1  # each run's config, and the grid file
@@ -89,6 +90,6 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     probe.write_text(report.read_text().replace("</body>", check + "</body>"))
     dom = _chromium("--dump-dom", "--virtual-time-budget=5000", probe.as_uri(), profile=tmp_path / "p2").stdout
     found = dict(re.findall(r'data-(images-ok|images|table-rows|table-width)="(\d+)"', dom))
-    assert found.get("images") == "7" and found.get("images-ok") == "7", found
+    assert found.get("images") == "8" and found.get("images-ok") == "8", found
     # summary 2 + paired 1 + leakage 2 + runs 4 rows
     assert int(found["table-rows"]) == 3 + 1 + 2 + 4 and int(found["table-width"]) > 300

@@ -143,6 +143,8 @@ class AttackModule(L.LightningModule):
         if batch_idx % self.nan_check_every == 0:
             self._stop_if_diverged()
         self.log("train/loss", total, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        # Per step, this process's value: Lightning reads it only every log_every_n_steps.
+        self.log("train/loss_step", total.detach(), on_step=True, on_epoch=False, sync_dist=False)
         return total
 
     def _record_nonfinite(self, total: torch.Tensor, batch_idx: int) -> None:

@@ -177,6 +177,9 @@ class TrainConfig(_Section):
     sync_batchnorm: bool = Field(False, description="DDP on GPUs: BatchNorm statistics over the global batch")
     data_on_device: bool = Field(True, description="on a GPU, hold the images there and gather batches on it")
     eval_batch_size: int = Field(1000, ge=1, le=65_536)
+    logger: Literal["csv", "tensorboard", "wandb", "mlflow"] = Field(
+        "csv", description="csv (always written) plus this one: tensorboard, wandb or mlflow (optional packages)")
+    log_every_n_steps: int = Field(10, ge=1, le=100_000, description="log the training loss every this many steps")
     progress: bool | Literal["lines"] = Field(
         True, description="report progress: true = a bar on a terminal, else one line per epoch; "
         "'lines' = one line per epoch always; false = nothing")
@@ -185,6 +188,11 @@ class TrainConfig(_Section):
 class EvaluationConfig(_Section):
     variance_fraction: float = Field(0.9, gt=0, le=1, description="R principal: variance held by the subspace")
     num_images: int = Field(8, ge=1, le=64, description="images shown in reconstruction grids")
+
+
+#: Config keys that say how a run is shown or logged and where its data lives, never what it
+#: computes: a resumed run may change them, and a sweep's finished cell keeps its results.
+OPERATIONAL_KEYS = ("version", "data.root", "data.download", "train.progress", "train.logger", "train.log_every_n_steps")
 
 
 class RunConfig(_Section):

@@ -25,6 +25,7 @@ from vicious.experiments.figures import (
 )
 from vicious.experiments.files import atomic_write_bytes, atomic_write_json, atomic_write_text, refuse_outside_links
 from vicious.experiments.locks import folder_lock
+from vicious.experiments.loggers import read_training_log
 from vicious.experiments.presets import get_preset
 from vicious.experiments.runs import load_splits, open_run
 from vicious.experiments.table import ACCURACY, MSE, PSNR, R_ABOVE_ONE, R_EXACT, R_PRINCIPAL, REID1, SSIM
@@ -193,18 +194,6 @@ def _per_sample(run_dir: Path) -> dict[str, list[float]]:
     return {key: [float(r[key]) for r in rows] for key in rows[0] if key != "index"} if rows else {}
 
 
-def _training_log(run_dir: Path, phase: str) -> list[dict[str, float]]:
-    """Per-epoch validation values of a phase, from Lightning's CSV logs (every session of a resumed run)."""
-    epochs: dict[int, dict[str, float]] = {}
-    for path in sorted((run_dir / "logs" / phase).glob("version_*/metrics.csv")):
-        with path.open(newline="") as f:
-            for row in csv.DictReader(f):
-                values = {k: float(v) for k, v in row.items() if v not in ("", None) and k.startswith("val/")}
-                if values and row.get("epoch"):
-                    epochs.setdefault(int(float(row["epoch"])), {}).update(values)
-    return [{"epoch": e + 1, **epochs[e]} for e in sorted(epochs)]
-
-
 def _page_figures(out: Path, splits, num_images: int) -> dict[str, bytes]:
     """PNGs of the page: the first test images, the best, median and worst rebuilt by the vicious
     decoder (rows: original, label only, honest, vicious), per-image distributions, training curves."""
@@ -231,9 +220,9 @@ def _page_figures(out: Path, splits, num_images: int) -> dict[str, bytes]:
         figures[name] = reconstruction_grid([(label, x[part]) for label, x in rows])
         start += len(chosen)
     curves = {
-        "vicious (F and G jointly)": _training_log(out / "vicious", "joint"),
-        "honest classifier": _training_log(out / "honest", "classifier"),
-        "honest post-hoc decoder": _training_log(out / "honest", "decoder"),
+        "vicious (F and G jointly)": read_training_log(out / "vicious", "joint"),
+        "honest classifier": read_training_log(out / "honest", "classifier"),
+        "honest post-hoc decoder": read_training_log(out / "honest", "decoder"),
     }
     figures["distributions"] = demo_distributions(distributions)
     figures["curves"] = training_curves(curves)
@@ -288,8 +277,8 @@ classifier's outputs, and from the vicious classifier's outputs.</p>
 line marks r = 1, where a reconstruction is as close as the population mean.</p>
 {png_img(figures["distributions"], "histograms of per-image PSNR and r for label-only, honest and vicious")}
 <h2>Training</h2>
-<p class="note">Validation PSNR and accuracy after every epoch; each run keeps its best epoch (for the vicious
-pair: lowest (1 − accuracy) + (1 − SSIM) + 5·MSE).</p>
-{png_img(figures["curves"], "validation PSNR and accuracy per epoch")}
+<p class="note">The training loss (every few optimiser steps, log scale), then validation PSNR and accuracy after
+every epoch; each run keeps its best epoch (for the vicious pair: lowest (1 − accuracy) + (1 − SSIM) + 5·MSE).</p>
+{png_img(figures["curves"], "training loss per step, validation PSNR and accuracy per epoch")}
 </body></html>
 """

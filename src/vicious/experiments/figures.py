@@ -13,6 +13,8 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from vicious.experiments.loggers import TrainingLog  # noqa: E402
+
 
 def reconstruction_grid(rows: Sequence[tuple[str, torch.Tensor]], *, dpi: int = 110) -> bytes:
     """PNG bytes of a grid: one labelled row per (name, images N×C×H×W in [0, 1])."""
@@ -169,25 +171,31 @@ def demo_distributions(rows: dict[str, dict[str, Sequence[float]]], *, dpi: int 
     return figure_png(fig, dpi=dpi)
 
 
-def training_curves(curves: dict[str, Sequence[dict[str, float]]], *, dpi: int = 110) -> bytes:
-    """Validation PSNR (from ``val/mse``) and accuracy per epoch: ``curves[name]`` lists
-    ``{"epoch": e, "val/mse": ..., "val/accuracy": ...}`` (either value may be absent)."""
+def training_curves(curves: dict[str, TrainingLog], *, dpi: int = 110) -> bytes:
+    """Per phase (``curves[name]``, a ``vicious.experiments.loggers.TrainingLog``): the
+    training loss per logged step, and validation PSNR (from ``val/mse``) and accuracy per
+    epoch. A phase without a value (the classifier's PSNR, the decoder's accuracy) has no line."""
     import math
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-    for name, points in curves.items():
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+    for name, log in curves.items():
         colour = "tab:red" if name.startswith("vicious") else "tab:blue"
         style = "--" if "classifier" in name else "-"
-        psnr = [(p["epoch"], 10 * math.log10(1 / p["val/mse"])) for p in points if p.get("val/mse", 0) > 0]
-        accuracy = [(p["epoch"], p["val/accuracy"]) for p in points if "val/accuracy" in p]
-        for ax, series in ((axes[0], psnr), (axes[1], accuracy)):
+        psnr = [(p["epoch"], 10 * math.log10(1 / p["val/mse"])) for p in log.epochs if p.get("val/mse", 0) > 0]
+        accuracy = [(p["epoch"], p["val/accuracy"]) for p in log.epochs if "val/accuracy" in p]
+        if log.steps:
+            axes[0].plot(*zip(*log.steps), color=colour, ls=style, lw=1, label=name)
+        for ax, series in ((axes[1], psnr), (axes[2], accuracy)):
             if series:
                 ax.plot(*zip(*series), marker="o", ms=3, color=colour, ls=style, label=name)
-    for ax, label in ((axes[0], "validation PSNR (dB)"), (axes[1], "validation accuracy")):
-        ax.set_xlabel("epoch")
+    for ax, x, label in ((axes[0], "step", "training loss"), (axes[1], "epoch", "validation PSNR (dB)"),
+                         (axes[2], "epoch", "validation accuracy")):
+        ax.set_xlabel(x)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
+    if axes[0].lines:
+        axes[0].set_yscale("log")
     fig.tight_layout()
     return figure_png(fig, dpi=dpi)

@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 
 from vicious.experiments.figures import (
-    accuracy_risk_scatter, leakage_curves, png_img, reconstruction_grid, risk_histograms,
+    accuracy_risk_scatter, leakage_curves, png_img, reconstruction_grid, risk_histograms, training_curves,
 )
 from vicious.experiments.files import atomic_write_text, read_json
+from vicious.experiments.loggers import read_training_log
 from vicious.experiments.sweep import GRID_COPY, SWEEP_FILE, read_status
 from vicious.experiments.table import (
     R_EXACT, R_PRINCIPAL, SSIM, RunRecord, Stat, Table, dataset_rank, regime_rank, settings_of, collect_runs,
@@ -171,6 +172,26 @@ def _histograms_section(records: Sequence[RunRecord], keys: Sequence[str]) -> st
     return "".join(parts)
 
 
+def _training_section(records: Sequence[RunRecord], keys: Sequence[str]) -> str:
+    """Training and validation curves of every run, from its CSV logs, one figure per group."""
+    groups = defaultdict(dict)
+    for r in sorted(records, key=lambda r: (regime_rank(r.regime), r.name)):
+        phases = sorted(p.name for p in (r.path / "logs").glob("*") if any(p.glob("version_*/metrics.csv")))
+        for phase in phases:
+            log = read_training_log(r.path, phase)
+            if log.epochs or log.steps:
+                seed = r.config.get("seed")
+                groups[(r.dataset, r.num_outputs, r.output, settings_of(r, keys))][f"{r.regime} seed {seed} · {phase}"] = log
+    parts = ['<h2 id="training">Training curves</h2><p class="note">Per run and phase, from its CSV log: the '
+             "training loss every few steps (log scale), then validation PSNR and accuracy per epoch. Red: vicious; "
+             "dashed: a classifier trained alone.</p>"]
+    for group in sorted(groups, key=lambda g: (dataset_rank(g[0]), g[1], g[2], g[3])):
+        label = _group_label(*group[:3], dict(zip(keys, group[3])))
+        parts.append(f"<h3>{_esc(label)}</h3><figure>"
+                     f"{png_img(training_curves(groups[group]), f'training curves, {label}')}</figure>")
+    return "".join(parts) if groups else ""
+
+
 def _reconstruction_sections(records: Sequence[RunRecord], keys: Sequence[str], num_images: int) -> str:
     reconstructor = _Reconstructor()
     by_seed = defaultdict(list)
@@ -269,11 +290,13 @@ def build_report(folder: Path, *, num_images: int = 8) -> str:
     tables = tables_for(records, unfinished)
     contents = "".join(f'<a href="#{t.key}">{_esc(t.title)}</a> · ' for t in tables)
     contents += ('<a href="#scatter">accuracy vs risk</a> · <a href="#leakage-curves">leakage vs K</a> · '
-                 '<a href="#histograms">r histograms</a> · <a href="#reconstructions">reconstructions</a> · '
+                 '<a href="#histograms">r histograms</a> · <a href="#training">training curves</a> · '
+                 '<a href="#reconstructions">reconstructions</a> · '
                  '<a href="#extremes">best and worst</a> · <a href="#configs">configs</a>')
     body = (_header(folder, records, unfinished) + f"<p>{contents}</p><h2>Tables</h2>"
             + "".join(table_html(t) for t in tables) + _figures_section(records, keys)
-            + _histograms_section(records, keys) + _reconstruction_sections(records, keys, num_images)
+            + _histograms_section(records, keys) + _training_section(records, keys)
+            + _reconstruction_sections(records, keys, num_images)
             + _configs_section(records))
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'

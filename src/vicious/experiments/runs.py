@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+import shlex
+import subprocess
 import sys
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +36,27 @@ DECODER_FILE = "decoder.safetensors"
 DATA_FILE = "data.json"
 
 
+def source_commit() -> str | None:
+    """The git commit of the vicious source this process runs, with ``+dirty`` if it has
+    uncommitted changes; None for an installed package or where git is missing."""
+    source = Path(vicious.__file__).resolve().parent
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+    # The package must be tracked by that repository: an installed copy inside some other
+    # checkout (a venv in a project folder) would otherwise report that project's commit.
+    commit = git("rev-parse", "HEAD") if git("ls-files", "--error-unmatch", "__init__.py") is not None else None
+    if not commit:
+        return None
+    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no", "--", ".") else "")
+
+
 def environment_record(config: RunConfig) -> dict:
-    """What a reader needs to reproduce or trust a result."""
+    """What a reader needs to reproduce or trust a result: the command and code that made it,
+    when, and the software and hardware it ran on."""
     import lightning
 
     from vicious.experiments.hardware import numeric_plan, trains_on_cuda
@@ -42,8 +64,11 @@ def environment_record(config: RunConfig) -> dict:
     # The device training runs on: the GPU only where the config lets Lightning use it.
     cuda = trains_on_cuda(config.train)
     return {
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else None,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seed": config.seed,
         "vicious": vicious.__version__,
+        "source_commit": source_commit(),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "lightning": lightning.__version__,

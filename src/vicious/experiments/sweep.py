@@ -45,7 +45,7 @@ from typing import Any, Protocol
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from vicious.experiments.config import ConfigError, RunConfig, apply_overrides, parse_override, read_yaml_mapping
+from vicious.experiments.config import OPERATIONAL_KEYS, ConfigError, RunConfig, apply_overrides, parse_override, read_yaml_mapping
 from vicious.experiments.files import atomic_write_json, atomic_write_text, read_json, refuse_outside_links
 from vicious.experiments.locks import FolderInUseError, describe_holder, folder_lock, holder
 from vicious.experiments.presets import get_preset
@@ -57,8 +57,6 @@ GRID_COPY = "grid.yaml"
 MAX_NAME = 120
 #: Most cells one grid may have; its size is computed from the axes' lengths before anything is expanded.
 MAX_CELLS = 10_000
-# Values that may differ between a finished cell and the grid without changing its results.
-_OPERATIONAL = ("train.progress", "data.root", "data.download", "version")
 
 
 class Resources(BaseModel):
@@ -290,7 +288,7 @@ def config_differences(saved: dict, wanted: RunConfig) -> list[str]:
     """Result-changing differences between a saved config.yaml mapping and a cell's config."""
     a, b = flatten_config(saved), flatten_config(wanted.model_dump())
     return [f"{k}: saved {a.get(k)!r}, grid {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k) and not k.startswith(_OPERATIONAL)]
+            if a.get(k) != b.get(k) and not k.startswith(OPERATIONAL_KEYS)]
 
 
 def check_existing(cells: Iterable[Cell], out: Path) -> None:

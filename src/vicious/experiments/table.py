@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vicious.experiments.config import ConfigError, read_yaml
+from vicious.experiments.config import OPERATIONAL_KEYS, ConfigError, read_yaml
 from vicious.experiments.files import read_json
 from vicious.experiments.sweep import (
     METRICS_FILE, STATUS_FILE, cell_state, flatten_config, format_value, is_finished, read_status,
@@ -47,10 +47,10 @@ SECTIONS = ("summary", "paired", "leakage", "runs", "failed")
 LABEL_ONLY = "label only"
 REGIMES = (LABEL_ONLY, "honest", "vicious", "autoencoder")
 DATASET_ORDER = ("mnist", "fashion-mnist", "cifar10", "cifar100", "tinyimagenet", "celeba")
-# Config keys that say where or how a run was computed, not what it computed.
-_NOT_SETTINGS = ("seed", "regime", "output", "preset", "version", "data.name", "data.attributes", "data.root",
-                 "data.download", "train.progress", "train.accelerator", "train.devices", "train.num_nodes",
-                 "train.strategy", "train.eval_batch_size", "train.compile", "train.channels_last")
+# Config keys that name a cell or say where or how it was computed, not what it computed.
+_NOT_SETTINGS = ("seed", "regime", "output", "preset", "data.name", "data.attributes", *OPERATIONAL_KEYS,
+                 "train.accelerator", "train.devices", "train.num_nodes", "train.strategy", "train.eval_batch_size",
+                 "train.compile", "train.channels_last")
 
 
 @dataclass(frozen=True)

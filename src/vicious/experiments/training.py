@@ -6,9 +6,10 @@
 | vicious     | ``joint`` (F and G together, beta_c > 0)          |
 | autoencoder | ``joint`` with beta_c = 0                         |
 
-Each phase keeps the epoch with the best validation score and a resumable
-``last.ckpt``; a finished phase leaves its selected weights, so ``--resume`` after a
-kill restarts inside the phase that was running.
+Each phase keeps the epoch with the best validation score (``best.ckpt``) and a
+resumable ``last.ckpt`` while it trains; a finished phase leaves its selected weights
+(``selected.safetensors``) beside ``last.ckpt`` and drops ``best.ckpt``, which would be
+a second copy of them. ``--resume`` after a kill restarts inside the phase that was running.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from datetime import datetime, timezone
 import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 
 from vicious.attack.batches import TensorDataModule
 from vicious.attack.lightning_module import AttackModule, Phase
@@ -30,10 +31,11 @@ from vicious.data import Split
 from vicious.experiments.checkpoints import (
     SafetensorsCheckpointIO, UnsafeFileError, check_weights, load_state, save_state, save_weights,
 )
-from vicious.experiments.config import ConfigError, RunConfig, load_config, save_config
+from vicious.experiments.config import OPERATIONAL_KEYS, ConfigError, RunConfig, load_config, save_config
 from vicious.experiments.files import atomic_write_json, check_writable, read_json, refuse_outside_links
 from vicious.experiments.locks import folder_lock
 from vicious.experiments.logs import epoch_progress_callbacks
+from vicious.experiments.loggers import check_logger, phase_loggers
 from vicious.experiments.hardware import numeric_plan, trains_on_cuda
 from vicious.experiments.runs import (
     CLASSIFIER_FILE, CONFIG_FILE, DATA_FILE, DECODER_FILE, build_models, environment_record, load_splits,
@@ -78,8 +80,7 @@ def prepare_run_dir(config: RunConfig, run_dir: Path, *, resume: bool) -> RunCon
             raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
         saved = load_config(existing)
         differences = _differences(saved.model_dump(), config.model_dump())
-        # Progress display and where the data lives may change between sessions.
-        differences = [d for d in differences if not d.startswith(("train.progress", "data.root", "data.download"))]
+        differences = [d for d in differences if not d.startswith(OPERATIONAL_KEYS)]
         if differences:
             raise ConfigError(f"--resume with a different config than {existing}: {'; '.join(differences[:5])}")
     check_writable(run_dir)
@@ -119,6 +120,7 @@ def train_run(config: RunConfig, run_dir: Path, *, resume: bool = False, splits=
     if not writer:
         return _train_locked(config, run_dir, resume, splits, writer)
     _check_accelerator(config.train.accelerator)  # before the folder is made
+    check_logger(config.train.logger)
     with folder_lock(run_dir):
         return _train_locked(config, run_dir, resume, splits, writer)
 
@@ -142,6 +144,7 @@ def _train_locked(config: RunConfig, run_dir: Path, resume: bool, splits, writer
         summary["phases"][phase] = _fit_phase(config, run_dir, phase, splits, classifier, decoder, resume)
         if writer:
             save_state({"classifier": classifier.state_dict(), "decoder": decoder.state_dict()}, selected)
+            (selected.parent / "best.ckpt").unlink(missing_ok=True)  # its weights are now in `selected`
     if writer:
         _write_results(config, run_dir, splits, classifier, decoder, summary, started)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -184,6 +187,7 @@ def _write_results(config, run_dir, splits, classifier, decoder, summary, starte
     save_weights(classifier, run_dir / CLASSIFIER_FILE, metadata)
     save_weights(decoder, run_dir / DECODER_FILE, metadata)
     summary["train_seconds"] = round(time.perf_counter() - started, 2)
+    summary["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     previous = run_dir / "training.json"
     if previous.exists():  # keep what earlier sessions of a resumed run recorded
         earlier = read_json(previous, what="training record")
@@ -305,7 +309,8 @@ def _fit_phase(config, run_dir, phase, splits, classifier, decoder, resume) -> d
         strategy=train.strategy, precision=plan.precision, plugins=[SafetensorsCheckpointIO(module.state_dict())],
         accumulate_grad_batches=train.accumulate_grad_batches, sync_batchnorm=train.sync_batchnorm,
         use_distributed_sampler=False,  # our samplers shard themselves (vicious.attack.batches)
-        callbacks=[best, *progress], logger=CSVLogger(run_dir / "logs", name=phase),  # version_N per session: resuming never overwrites logs
+        callbacks=[best, *progress], logger=phase_loggers(train.logger, run_dir, phase, run_dir.name),
+        log_every_n_steps=train.log_every_n_steps,
         enable_progress_bar=progress_bar, enable_model_summary=False, deterministic=False,
         num_sanity_val_steps=0, default_root_dir=run_dir,
     )
