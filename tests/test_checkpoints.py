@@ -55,3 +55,17 @@ def test_truncated_file_is_a_clear_error(tmp_path):
     (tmp_path / "f.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(UnsafeFileError, match="not a valid safetensors"):
         load_weights(model, tmp_path / "f.safetensors")
+
+
+def test_lightning_loader_on_a_vicious_checkpoint_says_what_to_use(tmp_path):
+    import torch
+    from vicious.attack.lightning_module import AttackModule
+
+    path = tmp_path / "last.ckpt"
+    save_state({"state_dict": {"w": torch.zeros(2)}}, path)
+    with pytest.raises(TypeError, match=r"is a vicious checkpoint \(safetensors, not a pickle\): open the finished run "
+                                        r"with vicious.api.load\(RUN\)"):
+        AttackModule.load_from_checkpoint(path)
+    # torch.load's own refusal of the same file (safetensors is no pickle) is why the message exists.
+    with pytest.raises(Exception):
+        torch.load(path, weights_only=True)

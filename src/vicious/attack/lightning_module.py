@@ -44,6 +44,15 @@ def selection_score(phase: Phase, loss: LossConfig, accuracy: torch.Tensor, mse:
 
 
 class AttackModule(L.LightningModule):
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """Refused: a run's ``.ckpt`` files are safetensors (no pickle), which Lightning's loader
+        (``torch.load``) cannot read."""
+        raise TypeError(
+            f"{checkpoint_path} is a vicious checkpoint (safetensors, not a pickle): open the finished run with "
+            "vicious.api.load(RUN), or read the file with vicious.experiments.checkpoints.load_state"
+        )
+
     def __init__(
         self,
         classifier: torch.nn.Module,

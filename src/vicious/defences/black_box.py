@@ -167,7 +167,10 @@ def open_classifier(
     else:
         with path.open("rb") as file:
             head = file.read(4)
-        if zipfile.is_zipfile(path):
+        if path.suffix == ".safetensors":
+            request, source = _weights_request(path, info, image_size), f"weights {path.name}"
+            form = request["released"]
+        elif zipfile.is_zipfile(path):
             _check_torchscript_archive(path, limits)
             request, source = {"kind": "torchscript"}, f"TorchScript model {path.name}"
         elif head.startswith(_PICKLE_MAGIC):
@@ -279,6 +282,43 @@ def _run_weights(path: Path) -> Path:
     return path / CLASSIFIER_FILE
 
 
+def _weights_request(path: Path, info: DatasetInfo, image_size: int) -> dict[str, Any]:
+    """A classifier weights file alone (``classifier.safetensors`` of a run): the architecture
+    and output form from the file's metadata, validated as a config would be; channels and K
+    from the auditor's dataset."""
+    from pydantic import ValidationError
+
+    from vicious.experiments.checkpoints import read_safetensors_metadata
+    from vicious.experiments.config import ModelConfig, format_validation_error
+
+    metadata = read_safetensors_metadata(path)
+    missing = [k for k in ("dataset", "image_size", "classifier", "depth", "width", "output") if k not in metadata]
+    if missing:
+        raise ValueError(f"{path} does not record its architecture ({', '.join(missing)} missing: written by an older "
+                         "vicious?); audit the run folder it belongs to instead")
+    if metadata["dataset"] != info.name:
+        raise ValueError(f"{path} was trained on {metadata['dataset']}, not {info.name}; "
+                         f"audit it with --data {metadata['dataset']}")
+    if metadata["image_size"] != str(image_size):
+        raise ValueError(f"{path} was trained on {metadata['image_size']}-pixel images, not {image_size}; "
+                         f"audit it with --image-size {metadata['image_size']}")
+    if metadata["output"] not in ("raw", "softmax"):
+        raise ValueError(f"{path} records output {metadata['output']!r}, neither raw nor softmax: not vicious weights")
+    try:
+        if not (metadata["depth"].isdigit() and metadata["width"].isdigit()):
+            raise ValueError(f"depth {metadata['depth']!r} and width {metadata['width']!r} are not whole numbers")
+        model = ModelConfig(classifier=metadata["classifier"], depth=int(metadata["depth"]), width=int(metadata["width"]))
+    except ValueError as err:  # pydantic's ValidationError is a ValueError
+        problem = format_validation_error(err) if isinstance(err, ValidationError) else str(err)
+        raise ValueError(f"{path} records an architecture vicious cannot build: {problem}") from None
+    return {
+        "kind": "run", "classifier": model.classifier, "depth": model.depth, "width": model.width,
+        "channels": info.channels, "num_outputs": info.num_outputs, "task": info.task,
+        "released": observed_form(metadata["output"]),
+        "expect": {k: metadata[k] for k in ("dataset", "num_outputs", "channels", "image_size") if k in metadata},
+    }
+
+
 def _run_request(path: Path, info: DatasetInfo, image_size: int) -> dict[str, Any]:
     """What the worker needs to rebuild a run's classifier: the architecture and output form
     from the run's config (read by the project's validating loader), channels and K from the
@@ -301,7 +341,8 @@ def _run_request(path: Path, info: DatasetInfo, image_size: int) -> dict[str, An
             f"audit it with --image-size {config.data.image_size}"
         )
     return {
-        "kind": "run", "depth": config.model.depth, "width": config.model.width, "channels": info.channels,
+        "kind": "run", "classifier": config.model.classifier, "depth": config.model.depth,
+        "width": config.model.width, "channels": info.channels,
         "num_outputs": info.num_outputs, "task": info.task, "released": observed_form(config.output),
         # The metadata the weights must record (weights_metadata reads only splits.info).
         "expect": weights_metadata(config, types.SimpleNamespace(info=info)),

@@ -45,7 +45,7 @@ import vicious
 from vicious.data import DatasetSplits, cache_root, load_dataset
 from vicious.defences.black_box import open_classifier
 from vicious.defences.suite import PRIMARY, SuiteSettings, score_classifier
-from vicious.experiments.config import ConfigError, RunConfig, apply_overrides
+from vicious.experiments.config import ConfigError, RunConfig, apply_overrides, format_validation_error
 from vicious.experiments.files import atomic_write_json
 
 Verdict = Literal["likely-honest", "inconclusive", "likely-vicious"]
@@ -135,9 +135,7 @@ class Calibration(BaseModel):
         try:
             return cls.model_validate_json(path.read_text())
         except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(map(str, first["loc"])) or "file"
-            raise ConfigError(f"{path} is not a usable calibration ({where}: {first['msg']}); "
+            raise ConfigError(f"{path} is not a usable calibration ({format_validation_error(err, 'file')}); "
                               "delete it and run 'vicious calibrate' again") from None
 
 

@@ -84,7 +84,7 @@ def register(subparsers) -> None:
         description="Score a classifier with every detector on the dataset's test images and compare with honest "
                     "reference classifiers; writes audit.json and audit.html.",
     )
-    audit.add_argument("model", help="a TorchScript file (.pt), an ONNX file (.onnx) or a run directory")
+    audit.add_argument("model", help="a TorchScript file (.pt), an ONNX file (.onnx), a run directory or its classifier.safetensors")
     audit.add_argument("--data", required=True, help="dataset the classifier was trained for, e.g. fashion-mnist")
     audit.add_argument("--out", help="output folder (default: audit-<model name>)")
     audit.add_argument("--image-size", type=_positive, default=32, help="side S of the model's input images (default 32)")

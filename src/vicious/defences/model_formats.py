@@ -72,12 +72,13 @@ def load_onnx(path: Path) -> tuple[Predict, dict[str, Any]]:
 
 def load_run_weights(path: Path, request: dict[str, Any]) -> Predict:
     """A run's classifier, built from the architecture the parent read off the run's config
-    and the auditor's dataset (channels, K), with the weights in ``path`` (safetensors)."""
+    (or the weights file's metadata) and the auditor's dataset (channels, K), with the
+    weights in ``path`` (safetensors)."""
     from vicious.experiments.checkpoints import load_weights
-    from vicious.models import create_model, outputs_to_probabilities
+    from vicious.models import create_classifier, outputs_to_probabilities
 
-    classifier = create_model(
-        "wrn-classifier", depth=int(request["depth"]), width=int(request["width"]),
+    classifier = create_classifier(
+        str(request.get("classifier", "wrn")), depth=int(request["depth"]), width=int(request["width"]),
         in_channels=int(request["channels"]), num_outputs=int(request["num_outputs"]),
     )
     # mean and std are buffers of the classifier: the weights file sets them.

@@ -129,6 +129,9 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
+    classifier: str = Field(
+        "wrn", max_length=100, pattern=r"^(wrn|(torchvision|timm):[A-Za-z0-9_.\-]+)$",
+        description="F: wrn (WideResNet of depth and width), torchvision:<name> or timm:<name>; G is always the WRN decoder")
     depth: int = Field(28, ge=10, le=100, description="WideResNet depth, 6n + 4")
     width: int = Field(1, ge=1, le=16, description="WideResNet widening factor")
     decoder_input_norm: bool = Field(
@@ -218,10 +221,11 @@ class RunConfig(_Section):
         return self
 
 
-def format_validation_error(err: ValidationError) -> str:
-    """The first problem pydantic found, in one line that names the key."""
+def format_validation_error(err: ValidationError, whole: str = "config") -> str:
+    """The first problem pydantic found, in one line that names the key (``whole`` where the
+    problem is with the whole mapping). Every validated file's errors go through here."""
     first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "config"
+    where = ".".join(str(p) for p in first["loc"]) or whole
     got = first.get("input")
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
     message = first["msg"].removeprefix("Value error, ")

@@ -179,7 +179,7 @@ def training_curves(curves: dict[str, TrainingLog], *, dpi: int = 110) -> bytes:
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
     for name, log in curves.items():
-        colour = "tab:red" if name.startswith("vicious") else "tab:blue"
+        colour = {"vicious": "tab:red", "autoencoder": "tab:green"}.get(name.split()[0], "tab:blue")
         style = "--" if "classifier" in name else "-"
         psnr = [(p["epoch"], 10 * math.log10(1 / p["val/mse"])) for p in log.epochs if p.get("val/mse", 0) > 0]
         accuracy = [(p["epoch"], p["val/accuracy"]) for p in log.epochs if "val/accuracy" in p]

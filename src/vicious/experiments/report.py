@@ -183,8 +183,8 @@ def _training_section(records: Sequence[RunRecord], keys: Sequence[str]) -> str:
                 seed = r.config.get("seed")
                 groups[(r.dataset, r.num_outputs, r.output, settings_of(r, keys))][f"{r.regime} seed {seed} · {phase}"] = log
     parts = ['<h2 id="training">Training curves</h2><p class="note">Per run and phase, from its CSV log: the '
-             "training loss every few steps (log scale), then validation PSNR and accuracy per epoch. Red: vicious; "
-             "dashed: a classifier trained alone.</p>"]
+             "training loss every few steps (log scale), then validation PSNR and accuracy per epoch. Blue: honest, "
+             "red: vicious, green: autoencoder; dashed: a classifier trained alone.</p>"]
     for group in sorted(groups, key=lambda g: (dataset_rank(g[0]), g[1], g[2], g[3])):
         label = _group_label(*group[:3], dict(zip(keys, group[3])))
         parts.append(f"<h3>{_esc(label)}</h3><figure>"

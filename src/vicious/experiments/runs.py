@@ -28,7 +28,8 @@ import vicious
 from vicious.data import DatasetSplits, load_dataset
 from vicious.experiments.checkpoints import load_weights
 from vicious.experiments.config import ConfigError, RunConfig, load_config
-from vicious.models import create_model
+from vicious.models import create_classifier, create_model
+from vicious.models.library import check_input_size
 
 CONFIG_FILE = "config.yaml"
 CLASSIFIER_FILE = "classifier.safetensors"
@@ -85,7 +86,16 @@ def weights_metadata(config: RunConfig, splits: DatasetSplits) -> dict[str, str]
     """What saved weights were trained for; ``open_run`` refuses weights that differ."""
     info = splits.info
     return {"dataset": info.name, "num_outputs": str(info.num_outputs), "channels": str(info.channels),
-            "image_size": str(config.data.image_size)}
+            "image_size": str(config.data.image_size), **architecture_metadata(config)}
+
+
+def architecture_metadata(config: RunConfig) -> dict[str, str]:
+    """What rebuilds the networks from a weights file alone (``vicious audit classifier.safetensors``):
+    F's architecture, and G's input form and standardisation. Files written before these keys
+    existed lack them; ``load_weights`` checks only the keys a file has."""
+    model = config.model
+    return {"classifier": model.classifier, "depth": str(model.depth), "width": str(model.width),
+            "output": config.output, "decoder_input_norm": str(model.decoder_input_norm).lower()}
 
 
 def load_splits(config: RunConfig) -> DatasetSplits:
@@ -102,10 +112,15 @@ def load_splits(config: RunConfig) -> DatasetSplits:
 
 def build_models(config: RunConfig, splits: DatasetSplits) -> tuple[torch.nn.Module, torch.nn.Module]:
     info = splits.info
-    classifier = create_model(
-        "wrn-classifier", depth=config.model.depth, width=config.model.width, in_channels=info.channels,
-        num_outputs=info.num_outputs, mean=tuple(splits.mean), std=tuple(splits.std),
-    )
+    try:
+        classifier = create_classifier(
+            config.model.classifier, depth=config.model.depth, width=config.model.width, in_channels=info.channels,
+            num_outputs=info.num_outputs, mean=tuple(splits.mean), std=tuple(splits.std),
+        )
+        if config.model.classifier != "wrn":  # another library's network may not take these images
+            check_input_size(classifier, info.channels, config.data.image_size)
+    except ValueError as err:
+        raise ConfigError(f"model.classifier: {err}") from None
     decoder = create_model(
         "wrn-decoder", depth=config.model.depth, width=config.model.width, out_channels=info.channels,
         num_inputs=info.num_outputs, image_size=config.data.image_size, input_form=config.output, task=info.task,

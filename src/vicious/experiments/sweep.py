@@ -45,7 +45,9 @@ from typing import Any, Protocol
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from vicious.experiments.config import OPERATIONAL_KEYS, ConfigError, RunConfig, apply_overrides, parse_override, read_yaml_mapping
+from vicious.experiments.config import (
+    OPERATIONAL_KEYS, ConfigError, RunConfig, apply_overrides, format_validation_error, parse_override, read_yaml_mapping,
+)
 from vicious.experiments.files import atomic_write_json, atomic_write_text, read_json, refuse_outside_links
 from vicious.experiments.locks import FolderInUseError, describe_holder, folder_lock, holder
 from vicious.experiments.presets import get_preset
@@ -96,9 +98,7 @@ def load_grid(path: Path) -> Grid:
     try:
         return Grid.model_validate(values)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "grid"
-        raise ConfigError(f"{path}: {where}: {first['msg']}") from None
+        raise ConfigError(f"{path}: {format_validation_error(err, 'grid')}") from None
 
 
 def _axis_kind(name: str, spec: dict) -> tuple[str, list]:

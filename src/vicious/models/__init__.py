@@ -7,11 +7,13 @@ from collections.abc import Callable
 from torch import nn
 
 from vicious.models.decoder import WideResNetDecoder, outputs_to_probabilities
+from vicious.models.library import LibraryClassifier
 from vicious.models.wideresnet import WideResNetClassifier
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "wrn-classifier": WideResNetClassifier,
     "wrn-decoder": WideResNetDecoder,
+    "library-classifier": LibraryClassifier,  # torchvision:<name> or timm:<name>
 }
 
 
@@ -28,9 +30,21 @@ def create_model(name: str, **kwargs) -> nn.Module:
     return factory(**kwargs)
 
 
+def create_classifier(architecture: str, *, depth: int, width: int, in_channels: int, num_outputs: int,
+                      mean=(0.5,), std=(0.25,)) -> nn.Module:
+    """F of ``model.classifier``: ``wrn`` (a WideResNet of ``depth`` and ``width``), or a
+    ``torchvision:<name>`` / ``timm:<name>`` network (depth and width unused)."""
+    if architecture == "wrn":
+        return WideResNetClassifier(depth=depth, width=width, in_channels=in_channels, num_outputs=num_outputs,
+                                    mean=mean, std=std)
+    return LibraryClassifier(architecture, in_channels=in_channels, num_outputs=num_outputs, mean=mean, std=std)
+
+
 __all__ = [
+    "LibraryClassifier",
     "WideResNetClassifier",
     "WideResNetDecoder",
+    "create_classifier",
     "create_model",
     "model_names",
     "outputs_to_probabilities",
