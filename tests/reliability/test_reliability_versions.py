@@ -33,9 +33,12 @@ def _error(capsys) -> str:
 
 
 def _interrupted(run):
-    """Make a finished run look killed during its only phase (its last.ckpt is kept)."""
+    """Make a finished run look killed during its only phase: no selected weights, and the
+    best.ckpt a phase keeps while it trains (a finished phase drops it). With one epoch the
+    best epoch is the last, so best.ckpt is last.ckpt."""
     for name in ("classifier.safetensors", "decoder.safetensors", "checkpoints/joint/selected.safetensors"):
         (run / name).unlink()
+    shutil.copy(run / "checkpoints/joint/last.ckpt", run / "checkpoints/joint/best.ckpt")
 
 
 def test_a_config_from_another_version_is_refused_naming_both(copy, capsys):
@@ -70,7 +73,8 @@ def test_weights_of_another_dataset_are_refused_naming_it(copy, capsys):
 
     with safe_open(path, "pt") as f:
         metadata = f.metadata()
-    assert metadata == {"dataset": "fashion-mnist", "num_outputs": "10", "channels": "1", "image_size": "32"}
+    assert metadata == {"dataset": "fashion-mnist", "num_outputs": "10", "channels": "1", "image_size": "32",
+                        "classifier": "wrn", "depth": "10", "width": "1", "output": "raw", "decoder_input_norm": "true"}
     save_file(load_file(path), path, metadata={**metadata, "dataset": "mnist"})
     assert main(["evaluate", str(copy)]) == 2
     err = _error(capsys)
