@@ -87,3 +87,12 @@ def test_the_classifier_key_is_validated():
         from vicious.experiments.config import validate_config
 
         validate_config({"model": {"classifier": "os:system"}})
+
+
+def test_a_timm_classifier_builds_for_grey_images_where_timm_is_installed():
+    pytest.importorskip("timm")
+    model = LibraryClassifier("timm:resnet18", in_channels=1, num_outputs=7).eval()
+    assert model.repeat_to is None  # timm builds its stem for one channel itself
+    assert model.backbone.conv1.in_channels == 1
+    with torch.no_grad():
+        assert model(torch.rand(3, 1, 32, 32)).shape == (3, 7)
