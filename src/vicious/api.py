@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from vicious.defences.calibration import REFERENCE_EPOCHS, REFERENCE_IMAGES
+from vicious.defences.calibration import calibrate as calibrate_references
 from vicious.defences.release import ReleasePolicy, parse_policy
 from vicious.defences.suite import SuiteSettings
 from vicious.experiments.config import RunConfig, apply_overrides, load_config
@@ -97,17 +99,14 @@ def release(outputs: torch.Tensor, policy: str | ReleasePolicy, *, form: str = "
     return chosen(outputs, form, generator=generator)
 
 
-def calibrate(dataset: str, *, num_models: int = 4, epochs: int | None = None, train_limit: int | None = None,
-              settings: SuiteSettings | None = None, image_size: int = 32, data_root: str | None = None,
-              cache_dir: str | Path | None = None, echo=print) -> Path:
+def calibrate(dataset: str, *, num_models: int = 4, epochs: int = REFERENCE_EPOCHS,
+              train_limit: int = REFERENCE_IMAGES, settings: SuiteSettings | None = None, image_size: int = 32,
+              data_root: str | None = None, cache_dir: str | Path | None = None, echo=print) -> Path:
     """Train honest reference classifiers of ``dataset`` and save the detectors' thresholds;
     returns the calibration file (under the cache, as ``vicious calibrate`` writes it)."""
-    from vicious.defences import calibration
-
-    extra = {k: v for k, v in (("epochs", epochs), ("train_limit", train_limit)) if v is not None}
-    _, path = calibration.calibrate(dataset, num_models=num_models, settings=settings, image_size=image_size,
-                                    data_root=data_root, cache_dir=Path(cache_dir) if cache_dir else None,
-                                    echo=echo, **extra)
+    _, path = calibrate_references(dataset, num_models=num_models, epochs=epochs, train_limit=train_limit,
+                                   settings=settings, image_size=image_size, data_root=data_root,
+                                   cache_dir=Path(cache_dir) if cache_dir else None, echo=echo)
     return path
 
 

@@ -198,6 +198,25 @@ class EvaluationConfig(_Section):
 OPERATIONAL_KEYS = ("version", "data.root", "data.download", "train.progress", "train.logger", "train.log_every_n_steps")
 
 
+def flatten_config(values: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested config mapping as dotted keys: ``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}``."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(flatten_config(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_differences(saved: dict, wanted: dict, wanted_as: str = "given") -> list[str]:
+    """What differs between a saved config mapping and a wanted one, leaving out the
+    ``OPERATIONAL_KEYS``: ``"train.lr: saved 0.015, given 0.01"``, in key order."""
+    a, b = flatten_config(saved), flatten_config(wanted)
+    return [f"{k}: saved {a.get(k)!r}, {wanted_as} {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and not k.startswith(OPERATIONAL_KEYS)]
+
+
 class RunConfig(_Section):
     regime: Regime = "vicious"
     output: OutputForm = "raw"

@@ -49,13 +49,13 @@ def check_logger(name: str) -> None:
 
 
 def phase_loggers(name: str, run_dir: Path, phase: str, run_name: str) -> list[Logger]:
-    """The CSV logger of ``phase`` and, unless ``name`` is csv, the logger it names.
+    """The CSV logger of ``phase`` and, unless ``name`` is csv, the logger it names (whose
+    package ``check_logger`` found).
 
     Each session of a resumed run logs to a new ``version_N``, so resuming never
     overwrites what an earlier session logged."""
     from lightning.pytorch.loggers import CSVLogger
 
-    check_logger(name)
     logs = run_dir / "logs"
     loggers: list[Logger] = [CSVLogger(logs, name=phase)]
     if name == "tensorboard":

@@ -46,7 +46,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vicious.experiments.config import (
-    OPERATIONAL_KEYS, ConfigError, RunConfig, apply_overrides, format_validation_error, parse_override, read_yaml_mapping,
+    ConfigError, RunConfig, apply_overrides, config_differences, format_validation_error, parse_override, read_yaml_mapping,
 )
 from vicious.experiments.files import atomic_write_json, atomic_write_text, read_json, refuse_outside_links
 from vicious.experiments.locks import FolderInUseError, describe_holder, folder_lock, holder
@@ -274,23 +274,6 @@ def cell_state(run_dir: Path) -> str:
     return "interrupted" if state == "running" else state
 
 
-def flatten_config(values: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out.update(flatten_config(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def config_differences(saved: dict, wanted: RunConfig) -> list[str]:
-    """Result-changing differences between a saved config.yaml mapping and a cell's config."""
-    a, b = flatten_config(saved), flatten_config(wanted.model_dump())
-    return [f"{k}: saved {a.get(k)!r}, grid {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k) and not k.startswith(OPERATIONAL_KEYS)]
-
-
 def check_existing(cells: Iterable[Cell], out: Path) -> None:
     """Refuse a sweep whose cells would resume or skip runs trained with another config."""
     clashes = []
@@ -299,7 +282,7 @@ def check_existing(cells: Iterable[Cell], out: Path) -> None:
         if saved_path.is_file():
             saved = read_yaml_mapping(saved_path, "cell config", "does not hold a config mapping; delete "
                                       f"{saved_path.parent} to retrain that cell")
-            differences = config_differences(saved, cell.config)
+            differences = config_differences(saved, cell.config.model_dump(), "grid")
             if differences:
                 clashes.append(f"{cell.name} ({'; '.join(differences[:2])})")
     if clashes:

@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vicious.experiments.config import OPERATIONAL_KEYS, ConfigError, read_yaml
+from vicious.experiments.config import OPERATIONAL_KEYS, ConfigError, flatten_config, read_yaml
 from vicious.experiments.files import read_json
 from vicious.experiments.sweep import (
-    METRICS_FILE, STATUS_FILE, cell_state, flatten_config, format_value, is_finished, read_status,
+    METRICS_FILE, STATUS_FILE, cell_state, format_value, is_finished, read_status,
 )
 
 FORMATS = ("md", "csv", "json", "latex")

@@ -17,8 +17,8 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from datetime import datetime, timezone
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 
 import lightning as L
@@ -31,7 +31,7 @@ from vicious.data import Split
 from vicious.experiments.checkpoints import (
     SafetensorsCheckpointIO, UnsafeFileError, check_weights, load_state, save_state, save_weights,
 )
-from vicious.experiments.config import OPERATIONAL_KEYS, ConfigError, RunConfig, load_config, save_config
+from vicious.experiments.config import ConfigError, RunConfig, config_differences, load_config, save_config
 from vicious.experiments.files import atomic_write_json, check_writable, read_json, refuse_outside_links
 from vicious.experiments.locks import folder_lock
 from vicious.experiments.logs import epoch_progress_callbacks
@@ -79,8 +79,7 @@ def prepare_run_dir(config: RunConfig, run_dir: Path, *, resume: bool) -> RunCon
         if not resume:
             raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
         saved = load_config(existing)
-        differences = _differences(saved.model_dump(), config.model_dump())
-        differences = [d for d in differences if not d.startswith(OPERATIONAL_KEYS)]
+        differences = config_differences(saved.model_dump(), config.model_dump())
         if differences:
             raise ConfigError(f"--resume with a different config than {existing}: {'; '.join(differences[:5])}")
     check_writable(run_dir)
@@ -100,27 +99,16 @@ def _check_accelerator(accelerator: str) -> None:
         )
 
 
-def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _differences(va, vb, f"{prefix}{key}.")
-        elif va != vb:
-            out.append(f"{prefix}{key}: saved {va!r}, given {vb!r}")
-    return out
-
-
 def train_run(config: RunConfig, run_dir: Path, *, resume: bool = False, splits=None) -> Path:
     """Train ``config`` into ``run_dir`` (see module docstring); returns ``run_dir``.
 
     The writing process holds the folder's lock throughout: a second process is refused."""
     run_dir = Path(run_dir)
+    check_logger(config.train.logger)  # before the folder is made, in every process
     writer = is_global_zero()  # under DDP the other processes only train
     if not writer:
         return _train_locked(config, run_dir, resume, splits, writer)
     _check_accelerator(config.train.accelerator)  # before the folder is made
-    check_logger(config.train.logger)
     with folder_lock(run_dir):
         return _train_locked(config, run_dir, resume, splits, writer)
 
@@ -144,7 +132,9 @@ def _train_locked(config: RunConfig, run_dir: Path, resume: bool, splits, writer
         summary["phases"][phase] = _fit_phase(config, run_dir, phase, splits, classifier, decoder, resume)
         if writer:
             save_state({"classifier": classifier.state_dict(), "decoder": decoder.state_dict()}, selected)
-            (selected.parent / "best.ckpt").unlink(missing_ok=True)  # its weights are now in `selected`
+            best = summary["phases"][phase]["best_checkpoint"]
+            if best:  # its weights are now in `selected`
+                (selected.parent / best).unlink(missing_ok=True)
     if writer:
         _write_results(config, run_dir, splits, classifier, decoder, summary, started)
     if torch.distributed.is_available() and torch.distributed.is_initialized():

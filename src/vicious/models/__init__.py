@@ -21,7 +21,7 @@ def model_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
+def create_model(name: str, /, **kwargs) -> nn.Module:
     """Build a registered model, e.g. ``create_model("wrn-classifier", depth=16, width=2)``."""
     try:
         factory = _REGISTRY[name]
@@ -34,10 +34,10 @@ def create_classifier(architecture: str, *, depth: int, width: int, in_channels:
                       mean=(0.5,), std=(0.25,)) -> nn.Module:
     """F of ``model.classifier``: ``wrn`` (a WideResNet of ``depth`` and ``width``), or a
     ``torchvision:<name>`` / ``timm:<name>`` network (depth and width unused)."""
+    common = {"in_channels": in_channels, "num_outputs": num_outputs, "mean": mean, "std": std}
     if architecture == "wrn":
-        return WideResNetClassifier(depth=depth, width=width, in_channels=in_channels, num_outputs=num_outputs,
-                                    mean=mean, std=std)
-    return LibraryClassifier(architecture, in_channels=in_channels, num_outputs=num_outputs, mean=mean, std=std)
+        return create_model("wrn-classifier", depth=depth, width=width, **common)
+    return create_model("library-classifier", name=architecture, **common)
 
 
 __all__ = [
