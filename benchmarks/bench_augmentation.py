@@ -75,10 +75,10 @@ def main(argv: list[str] | None = None) -> dict:
     for channels in args.channels:
         images = torch.rand(args.batch, channels, args.size, args.size, device=device)
         methods = {
-            "reference": (lambda: reference_augment(images, chooser), args.reference_repeats),
-            "dense": (lambda: augment_batch(images, generator=generator, strategy="dense"), args.repeats),
-            "grouped": (lambda: augment_batch(images, generator=generator, strategy="grouped"), args.repeats),
-            "auto": (lambda: augment_batch(images, generator=generator), args.repeats),
+            "reference": (lambda images=images: reference_augment(images, chooser), args.reference_repeats),
+            "dense": (lambda images=images: augment_batch(images, generator=generator, strategy="dense"), args.repeats),
+            "grouped": (lambda images=images: augment_batch(images, generator=generator, strategy="grouped"), args.repeats),
+            "auto": (lambda images=images: augment_batch(images, generator=generator), args.repeats),
         }
         seconds = {name: median_seconds(fn, device, repeats) for name, (fn, repeats) in methods.items()}
         for name, s in seconds.items():

@@ -48,8 +48,15 @@ sys.path.insert(0, str(HERE.parent / "src"))
 
 import bench_risk  # noqa: E402
 from bench_training_throughput import (  # noqa: E402
-    Variant, build_module, environment, make_step, measure, print_table, synchronize,
+    Variant,
+    build_module,
+    environment,
+    make_step,
+    measure,
+    print_table,
+    synchronize,
 )
+
 from vicious.attack.batches import TensorImageDataset  # noqa: E402
 from vicious.experiments.files import atomic_write_json  # noqa: E402
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from vicious.defences.calibration import reference_config
-from vicious.defences.release import parse_policy
 from vicious.defences.outputs import observed_form
+from vicious.defences.release import parse_policy
 from vicious.defences.release_evaluation import evaluate_policy, observed_outputs
 from vicious.experiments.evaluation import fit_statistics
 from vicious.experiments.files import atomic_write_json

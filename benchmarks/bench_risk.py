@@ -74,7 +74,7 @@ class PeakMemory:
         while not self._done.wait(0.001):
             self._highest = max(self._highest, self._resident_mb())
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)

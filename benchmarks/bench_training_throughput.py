@@ -56,15 +56,16 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import vicious.attack.lightning_module as lightning_module  # noqa: E402
 from reference_augmentation import build_aug_set, reference_augment  # noqa: E402
 from torchvision import transforms as T  # noqa: E402
+
+import vicious.attack.lightning_module as lightning_module  # noqa: E402
 from vicious.attack.batches import TensorImageDataset  # noqa: E402
 from vicious.attack.lightning_module import AttackModule  # noqa: E402
 from vicious.experiments.config import LossConfig, TrainConfig  # noqa: E402
+from vicious.experiments.files import atomic_write_json  # noqa: E402
 from vicious.experiments.hardware import numeric_plan  # noqa: E402
 from vicious.models import create_model  # noqa: E402
-from vicious.experiments.files import atomic_write_json  # noqa: E402
 
 MODELS = {"small": (10, 1), "mnist": (28, 1), "paper": (28, 5)}  # (depth, width)
 

@@ -89,7 +89,7 @@ def _epoch_rows(run: Path) -> list[dict]:
 
 
 def test_ddp_trains_the_parameters_one_process_trains_on_the_same_batches(runs):
-    ddp, single = (load_state(run / "checkpoints/joint/last.ckpt")["state_dict"] for run in runs)
+    ddp, single = (load_state(run / "checkpoints/joint/last.ckpt.safetensors")["state_dict"] for run in runs)
     parameters = [name for name in single if not name.split(".")[-1].startswith(("running_", "num_batches"))]
     assert len(parameters) > 50 and set(ddp) == set(single)
     for name in parameters:

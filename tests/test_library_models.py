@@ -83,10 +83,16 @@ def test_an_unusable_library_model_is_one_line(name, message):
 
 
 def test_the_classifier_key_is_validated():
-    with pytest.raises(ConfigError, match="model.classifier"):
-        from vicious.experiments.config import validate_config
+    from vicious.experiments.config import validate_config
 
-        validate_config({"model": {"classifier": "os:system"}})
+    with pytest.raises(ConfigError, match="model.classifier"):
+        validate_config({"model": {"classifier": "torchvision:resnet18; rm"}})
+    # module:callable is a network of the user's own: a config may name it, but only the user
+    # can let it be imported (tests/test_own_models.py).
+    config = validate_config({"model": {"classifier": "os:system"}, "data": {"train_limit": 100, "val_limit": 50,
+                                                                             "test_limit": 50}})
+    with pytest.raises(ConfigError, match="os:system is code of your own.*--allow-import os"):
+        build_models(config, load_splits(config))
 
 
 def test_a_timm_classifier_builds_for_grey_images_where_timm_is_installed():

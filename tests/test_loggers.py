@@ -67,7 +67,7 @@ def test_a_run_folder_records_its_command_commit_and_times(tmp_path):
         assert environment["source_commit"].removesuffix("+dirty") == head
     # One copy of the selected weights per finished phase, beside the resumable last.ckpt.
     for phase in ("classifier", "decoder"):
-        assert sorted(p.name for p in (run / "checkpoints" / phase).iterdir()) == ["last.ckpt", "selected.safetensors"]
+        assert sorted(p.name for p in (run / "checkpoints" / phase).iterdir()) == ["last.ckpt.safetensors", "selected.safetensors"]
     # A logger choice is not a result: a finished run is resumed with another one.
     assert main(["train", "--preset", "fashion-mnist-honest-small", "--out", str(run), *TINY, "--resume",
                  "--set", "train.logger=csv", "--set", "train.log_every_n_steps=3"]) == 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -86,12 +86,12 @@ def reconstruct(run: TrainedRun, images: torch.Tensor, *, policy: str | ReleaseP
     validate_images(images, "images")
     if tuple(images.shape[1:]) != (info.channels, size, size):
         raise ValueError(f"images must be N×{info.channels}×{size}×{size} for this run, got {tuple(images.shape)}")
-    form = "probabilities" if run.config.output == "softmax" else "logits"
+    form: Literal["logits", "probabilities"] = "probabilities" if run.config.output == "softmax" else "logits"
     transform = None if policy is None else (lambda outputs: release(outputs, policy, form=form))
     return forward(run, images, batch_size=batch_size, release=transform)
 
 
-def release(outputs: torch.Tensor, policy: str | ReleasePolicy, *, form: str = "logits",
+def release(outputs: torch.Tensor, policy: str | ReleasePolicy, *, form: Literal["logits", "probabilities"] = "logits",
             generator: torch.Generator | None = None) -> torch.Tensor:
     """``outputs`` ``(N, K)`` as ``policy`` releases them (e.g. ``"top-3"``, ``"label-only"``,
     ``"round-2"``, ``"gaussian-0.05"``); ``form``: ``"logits"`` or ``"probabilities"``."""

@@ -92,3 +92,11 @@ def read_json(path: str | os.PathLike[str], max_bytes: int = MAX_JSON_BYTES, wha
         return json.loads(data)
     except (ValueError, RecursionError) as err:  # RecursionError: nesting deeper than the parser allows
         raise ValueError(f"{path} is not a readable {what} ({str(err)[:120] or 'nested too deeply'})") from None
+
+
+def format_bytes(n: float) -> str:
+    """A size for a message, in binary units: ``format_bytes(3 << 20) == "3 MiB"``."""
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{int(n)} bytes"

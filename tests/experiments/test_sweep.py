@@ -8,13 +8,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from sweep_helpers import TINY_SET, write_grid
+
 from vicious.cli import main
 from vicious.experiments.config import ConfigError
 from vicious.experiments.executors import LocalExecutor
 from vicious.experiments.sweep import (
-    MAX_NAME, Grid, axis_values, cell_name, expand_grid, load_grid, read_status, run_sweep,
+    MAX_NAME,
+    Grid,
+    axis_values,
+    cell_name,
+    expand_grid,
+    load_grid,
+    read_status,
+    run_sweep,
 )
 
 GRIDS = Path(__file__).resolve().parents[2] / "grids"

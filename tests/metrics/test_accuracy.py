@@ -1,5 +1,6 @@
 """Accuracy on hand-made multiclass and multilabel cases."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -62,3 +63,19 @@ def test_accuracy_errors(logits, labels, fragment):
 def test_per_attribute_needs_multilabel():
     with pytest.raises(ValueError, match="multilabel"):
         per_attribute_accuracy(torch.zeros(2, 3), torch.tensor([0, 1]))
+
+
+def test_the_unchecked_kernel_agrees_with_numpy_and_with_accuracy():
+    from vicious.metrics import correct_predictions
+
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((40, 6)).astype(np.float32)
+    classes = rng.integers(0, 6, 40)
+    attributes = (rng.random((40, 6)) > 0.5).astype(np.float32)
+    expected_classes = (logits.argmax(axis=1) == classes).astype(np.float32)
+    expected_attributes = ((logits > 0) == (attributes > 0.5)).astype(np.float32)
+    for labels, expected in ((torch.from_numpy(classes), expected_classes),
+                             (torch.from_numpy(attributes), expected_attributes)):
+        got = correct_predictions(torch.from_numpy(logits), labels)
+        np.testing.assert_array_equal(got.numpy(), expected)
+        torch.testing.assert_close(got, accuracy(torch.from_numpy(logits), labels))

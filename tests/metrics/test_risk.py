@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from metrics_reference import exact_precision, principal_precision, risk
 from scipy.ndimage import gaussian_filter
 
-from metrics_reference import exact_precision, principal_precision, risk
 from vicious.metrics import RISK_EPS, ImageStatistics, reconstruction_risk, summarise_risk
 
 RTOL = 1e-4
@@ -34,7 +34,10 @@ def test_full_rank_ill_conditioned():
     d, shape = 48, (3, 4, 4)
     basis, _ = np.linalg.qr(rng.standard_normal((d, d)))
     scales = 0.15 * np.logspace(0, -2.5, d)
-    draw = lambda n: np.clip(0.5 + (rng.standard_normal((n, d)) * scales) @ basis.T, 0, 1).reshape(n, *shape)
+
+    def draw(n):
+        return np.clip(0.5 + (rng.standard_normal((n, d)) * scales) @ basis.T, 0, 1).reshape(n, *shape)
+
     train, x = draw(500), draw(30)
     stats, exact, principal = check_against_numpy(train, x, noisy(x, rng, 0.02))
     assert stats.rank == d

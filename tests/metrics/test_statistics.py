@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from metrics_reference import flat
 
 from vicious.metrics import ImageStatistics, reconstruction_risk
-
-from metrics_reference import flat
 
 
 def correlated_images(n: int, shape=(3, 4, 4), seed: int = 0) -> torch.Tensor:

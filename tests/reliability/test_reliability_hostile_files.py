@@ -78,7 +78,7 @@ def interrupted(tmp_path_factory) -> Path:
     process = launch(["train", "--preset", PRESET, *ONE_EPOCH, "--set", "train.epochs=2", "--out",
                       str(folder / "run"), "--no-evaluate"], folder, hang_at="batch:joint:1:0")
     kill_when_hung(process)
-    assert (folder / "run" / "checkpoints" / "joint" / "last.ckpt").is_file()
+    assert (folder / "run" / "checkpoints" / "joint" / "last.ckpt.safetensors").is_file()
     return folder / "run"
 
 
@@ -120,10 +120,10 @@ def escape_to(victim: Victim, last: Path, state: dict, kind: str) -> None:
 def test_a_checkpoint_whose_paths_escape_its_folder_is_refused(interrupted, tmp_path, capsys, victim, kind):
     # Before the fix each resumed, trained its second epoch, deleted the victim and exited 0.
     copy = unfinished_copy(interrupted, tmp_path / "run")
-    last = copy / "checkpoints" / "joint" / "last.ckpt"
+    last = copy / "checkpoints" / "joint" / "last.ckpt.safetensors"
     tamper(last, lambda state: escape_to(victim, last, state, kind))
     assert main([*RESUME, str(copy)]) == 2
-    one_line(capsys, f"{last}: its checkpoint state names", "victim-home/important", "is not a .ckpt file in",
+    one_line(capsys, f"{last}: its checkpoint state names", "victim-home/important", "is not a checkpoint file in",
              "altered")
     assert victim.intact()
 
@@ -132,18 +132,18 @@ def test_a_moved_checkpoint_naming_a_file_beside_the_run_is_refused(interrupted,
     # Rewritten for a moved folder, a path that started in the old folder and climbs out
     # of it must still be refused (here it names a file the old folder's parent holds).
     copy = unfinished_copy(interrupted, tmp_path / "run")
-    last = copy / "checkpoints" / "joint" / "last.ckpt"
+    last = copy / "checkpoints" / "joint" / "last.ckpt.safetensors"
 
     def from_elsewhere(state):
         old = "/elsewhere/run/checkpoints/joint"
         callback = checkpoint_callback(state)
-        callback.update(dirpath=old, best_model_path=f"{old}/best.ckpt", last_model_path=f"{old}/last.ckpt",
-                        best_k_models={f"{old}/best.ckpt": 0.5},
+        callback.update(dirpath=old, best_model_path=f"{old}/best.ckpt.safetensors", last_model_path=f"{old}/last.ckpt.safetensors",
+                        best_k_models={f"{old}/best.ckpt.safetensors": 0.5},
                         kth_best_model_path=f"{old}/../../../{victim.folder.name}/important")
 
     tamper(last, from_elsewhere)
     assert main([*RESUME, str(copy)]) == 2
-    one_line(capsys, f"/../../../{victim.folder.name}/important", "is not a .ckpt file in")
+    one_line(capsys, f"/../../../{victim.folder.name}/important", "is not a checkpoint file in")
     assert victim.intact()
 
 
@@ -152,12 +152,12 @@ def test_a_sweep_resuming_such_a_cell_records_the_refusal(interrupted, tmp_path,
     grid.write_text(yaml.safe_dump({"preset": PRESET, "set": {**ONE_EPOCH_SET, "train.epochs": 2}}))
     out = tmp_path / "sweep"
     cell = unfinished_copy(interrupted, out / PRESET)  # the grid's one cell, killed in its second epoch
-    last = cell / "checkpoints" / "joint" / "last.ckpt"
+    last = cell / "checkpoints" / "joint" / "last.ckpt.safetensors"
     tamper(last, lambda state: escape_to(victim, last, state, "best"))
     assert main(["sweep", str(grid), "--out", str(out)]) == 2
     one_line(capsys, "1 of 1 cells failed", "status.json holds the error")
     status = json.loads((cell / "status.json").read_text())
-    assert status["state"] == "failed" and "is not a .ckpt file in" in status["error"]
+    assert status["state"] == "failed" and "is not a checkpoint file in" in status["error"]
     assert victim.intact()
 
 
@@ -199,16 +199,16 @@ def test_crafted_checkpoint_structures_are_refused_in_one_line(tmp_path, structu
 ])
 def test_a_crafted_training_state_is_refused_by_resume(run, tmp_path, capsys, change, problem):
     copy = unfinished_copy(run, tmp_path / "run")
-    tamper(copy / "checkpoints" / "joint" / "last.ckpt", change)
+    tamper(copy / "checkpoints" / "joint" / "last.ckpt.safetensors", change)
     assert main([*RESUME, str(copy)]) == 2
     one_line(capsys, "last.ckpt", problem)
 
 
 def test_a_crafted_structure_is_refused_by_resume(run, tmp_path, capsys):
     copy = unfinished_copy(run, tmp_path / "run")
-    crafted(copy / "checkpoints" / "joint" / "last.ckpt", '{"__dict__": {"epoch": {"__tensor__": "t7"}}}')
+    crafted(copy / "checkpoints" / "joint" / "last.ckpt.safetensors", '{"__dict__": {"epoch": {"__tensor__": "t7"}}}')
     assert main([*RESUME, str(copy)]) == 2
-    one_line(capsys, "last.ckpt is damaged or was altered", "'t7'")
+    one_line(capsys, "last.ckpt.safetensors is damaged or was altered", "'t7'")
 
 
 # -- planted symlinks ---------------------------------------------------------------------
@@ -281,7 +281,7 @@ def test_an_archive_over_the_size_cap_is_refused_naming_the_cap(tmp_path, cache,
     monkeypatch.setenv("VICIOUS_MAX_EXTRACT_BYTES", str(2**19))
     assert main(["train", "--preset", "celeba-k1-vicious-small", "--data-root", str(tmp_path / "data"),
                  "--out", str(tmp_path / "run")]) == 2
-    one_line(capsys, "declare 1.0 MiB or more uncompressed, over the cap of 524,288 bytes", "VICIOUS_MAX_EXTRACT_BYTES")
+    one_line(capsys, "declare 1 MiB or more uncompressed, over the cap of 512 KiB", "VICIOUS_MAX_EXTRACT_BYTES")
     assert not (folder / "img_align_celeba").exists() and victim.intact()
 
 

@@ -44,11 +44,11 @@ def epoch_zero_state(tmp_path_factory):
     """The training state after epoch 0 of a healthy run: an independent reference."""
     out = tmp_path_factory.mktemp("healthy") / "run"
     assert _train(out, "--set", "train.epochs=1") == 0
-    return load_state(out / "checkpoints" / "joint" / "last.ckpt")
+    return load_state(out / "checkpoints" / "joint" / "last.ckpt.safetensors")
 
 
 def _assert_last_good_checkpoint(run, epoch_zero_state):
-    last = load_state(run / "checkpoints" / "joint" / "last.ckpt")
+    last = load_state(run / "checkpoints" / "joint" / "last.ckpt.safetensors")
     assert last["epoch"] == 0
     for name, tensor in epoch_zero_state["state_dict"].items():
         assert torch.equal(last["state_dict"][name], tensor), name

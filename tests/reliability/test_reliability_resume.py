@@ -48,7 +48,7 @@ def _interrupt_and_resume(tmp, processes):
     first_honest = launch_([*HONEST, "--out", honest], hang_at="batch:decoder:1:1")
     kill_when_hung(first_vicious)
     at_kills = {"vicious-killed": [_state(tmp / "vicious-killed")]}
-    second_vicious = launch_([*VICIOUS, "--out", vicious, "--resume"], hang_at="publish:last.ckpt:1")
+    second_vicious = launch_([*VICIOUS, "--out", vicious, "--resume"], hang_at="publish:last.ckpt.safetensors:1")
     kill_when_hung(first_honest)
     at_kills["honest-killed"] = [_state(tmp / "honest-killed")]
     last_honest = launch_(["train", "--out", honest, "--resume"])
@@ -72,8 +72,8 @@ def _state(run):
     checkpoints = run / "checkpoints"
     return {
         "finished_files": sorted(p.name for p in run.glob("*.safetensors")),
-        "joint_last_epoch": epoch(checkpoints / "joint" / "last.ckpt"),
-        "decoder_last_epoch": epoch(checkpoints / "decoder" / "last.ckpt"),
+        "joint_last_epoch": epoch(checkpoints / "joint" / "last.ckpt.safetensors"),
+        "decoder_last_epoch": epoch(checkpoints / "decoder" / "last.ckpt.safetensors"),
         "classifier_phase_done": (checkpoints / "classifier" / "selected.safetensors").exists(),
         "temporary_files": sorted(p.name for p in checkpoints.rglob(".*.tmp")),
     }
@@ -87,7 +87,7 @@ def test_the_kills_happened_where_intended(runs):
     # Epoch 1's checkpoint fully written to a temporary file, never renamed:
     # last.ckpt is still the complete one of epoch 0.
     assert while_saving["joint_last_epoch"] == 0 and while_saving["finished_files"] == []
-    assert len(while_saving["temporary_files"]) == 1 and while_saving["temporary_files"][0].startswith(".last.ckpt.")
+    assert len(while_saving["temporary_files"]) == 1 and while_saving["temporary_files"][0].startswith(".last.ckpt.safetensors.")
     # SIGTERM (exit status 143, not 0 as if finished): nothing new saved, nothing finished.
     assert terminated["joint_last_epoch"] == 0 and terminated["finished_files"] == []
     (honest,) = runs["honest-killed"][1]

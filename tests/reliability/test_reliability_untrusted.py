@@ -69,7 +69,7 @@ def test_a_planted_checkpoint_is_refused_by_resume(run, tmp_path, capsys):
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "config.yaml").write_bytes((run / "config.yaml").read_bytes())
-    last = victim / "checkpoints" / "joint" / "last.ckpt"
+    last = victim / "checkpoints" / "joint" / "last.ckpt.safetensors"
     last.parent.mkdir(parents=True)
     for kind, data in planted_files(tmp_path).items():
         last.write_bytes(data)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from safetensors.torch import load_file, save_file
 from reliability_helpers import ONE_EPOCH
+from safetensors.torch import load_file, save_file
 
 import vicious
 from vicious.cli import main
@@ -38,7 +38,7 @@ def _interrupted(run):
     best epoch is the last, so best.ckpt is last.ckpt."""
     for name in ("classifier.safetensors", "decoder.safetensors", "checkpoints/joint/selected.safetensors"):
         (run / name).unlink()
-    shutil.copy(run / "checkpoints/joint/last.ckpt", run / "checkpoints/joint/best.ckpt")
+    shutil.copy(run / "checkpoints/joint/last.ckpt.safetensors", run / "checkpoints/joint/best.ckpt.safetensors")
 
 
 def test_a_config_from_another_version_is_refused_naming_both(copy, capsys):
@@ -53,7 +53,7 @@ def test_a_config_from_another_version_is_refused_naming_both(copy, capsys):
 
 def test_a_checkpoint_from_another_version_is_refused_naming_both(copy, capsys):
     _interrupted(copy)
-    last = copy / "checkpoints" / "joint" / "last.ckpt"
+    last = copy / "checkpoints" / "joint" / "last.ckpt.safetensors"
     from safetensors import safe_open
 
     with safe_open(last, "pt") as f:
@@ -62,7 +62,30 @@ def test_a_checkpoint_from_another_version_is_refused_naming_both(copy, capsys):
     save_file(load_file(last), last, metadata={**metadata, "vicious_version": "0.0.7"})
     assert main(["train", "--out", str(copy), "--resume", "--no-evaluate"]) == 2
     err = _error(capsys)
-    assert "last.ckpt was written by vicious 0.0.7" in err and f"this is vicious {vicious.__version__}" in err
+    assert "last.ckpt.safetensors was written by vicious 0.0.7" in err and f"this is vicious {vicious.__version__}" in err
+
+
+def test_a_run_with_the_older_checkpoint_names_resumes(copy):
+    """Runs of earlier commits named their checkpoints ``last.ckpt`` and ``best.ckpt``, and
+    their callback state names those files: such a run still resumes."""
+    from vicious.experiments.checkpoints import load_state, save_state
+
+    _interrupted(copy)
+    folder = copy / "checkpoints" / "joint"
+    state = load_state(folder / "last.ckpt.safetensors")
+
+    def older(value):  # every path in the callbacks' state, under the older suffix
+        if isinstance(value, dict):
+            return {older(k): older(v) for k, v in value.items()}
+        return value.replace(".ckpt.safetensors", ".ckpt") if isinstance(value, str) else value
+
+    callbacks = older(state["callbacks"])
+    assert any(str(v).endswith("/best.ckpt") for c in callbacks.values() for v in c.values())
+    save_state({**state, "callbacks": callbacks}, folder / "last.ckpt")
+    (folder / "best.ckpt.safetensors").rename(folder / "best.ckpt")
+    (folder / "last.ckpt.safetensors").unlink()
+    assert main(["train", "--out", str(copy), "--resume", "--no-evaluate"]) == 0
+    assert (copy / "classifier.safetensors").is_file() and not (folder / "best.ckpt").exists()
 
 
 def test_weights_of_another_dataset_are_refused_naming_it(copy, capsys):
@@ -74,7 +97,7 @@ def test_weights_of_another_dataset_are_refused_naming_it(copy, capsys):
     with safe_open(path, "pt") as f:
         metadata = f.metadata()
     assert metadata == {"dataset": "fashion-mnist", "num_outputs": "10", "channels": "1", "image_size": "32",
-                        "classifier": "wrn", "depth": "10", "width": "1", "output": "raw", "decoder_input_norm": "true"}
+                        "classifier": "wrn", "decoder": "wrn", "depth": "10", "width": "1", "output": "raw", "decoder_input_norm": "true"}
     save_file(load_file(path), path, metadata={**metadata, "dataset": "mnist"})
     assert main(["evaluate", str(copy)]) == 2
     err = _error(capsys)

@@ -9,18 +9,16 @@ Models stay plain ``nn.Module``s; everything about training lives here.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import lightning as L
 import torch
 from torchmetrics import MeanMetric
 
 from vicious.attack.objective import output_entropy, reconstruction_loss, task_loss
 from vicious.data.augment import with_augmented_copies
-from vicious.metrics.ssim import ssim_separable
 from vicious.experiments.config import LossConfig
-
-Phase = Literal["joint", "classifier", "decoder"]
+from vicious.experiments.regimes import PHASE_TRAINS, Phase, selection_terms
+from vicious.metrics.accuracy import correct_predictions
+from vicious.metrics.ssim import ssim_separable
 
 
 class TrainingDiverged(RuntimeError):
@@ -34,19 +32,19 @@ def _float32(device: torch.device):
 
 
 def selection_score(phase: Phase, loss: LossConfig, accuracy: torch.Tensor, mse: torch.Tensor, ssim: torch.Tensor):
-    """Validation score to minimise (docs/method.md, "Model selection")."""
+    """Validation score to minimise (docs/method.md, "Model selection"; the weights per phase:
+    ``vicious.experiments.regimes``)."""
+    counts_accuracy, counts_reconstruction = selection_terms(phase, loss.beta_c)
     reconstruction = loss.alpha_ssim * (1 - ssim) + loss.alpha_huber * mse
-    if phase == "classifier":
+    if not counts_reconstruction:
         return 1 - accuracy
-    if phase == "decoder" or loss.beta_c == 0:
-        return reconstruction
-    return (1 - accuracy) + reconstruction
+    return (1 - accuracy) + reconstruction if counts_accuracy else reconstruction
 
 
 class AttackModule(L.LightningModule):
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
-        """Refused: a run's ``.ckpt`` files are safetensors (no pickle), which Lightning's loader
+        """Refused: a run's ``.ckpt.safetensors`` files are safetensors (no pickle), which Lightning's loader
         (``torch.load``) cannot read."""
         raise TypeError(
             f"{checkpoint_path} is a vicious checkpoint (safetensors, not a pickle): open the finished run with "
@@ -86,8 +84,9 @@ class AttackModule(L.LightningModule):
         self.val_accuracy, self.val_mse, self.val_ssim = MeanMetric(), MeanMetric(), MeanMetric()
         self.world_size = 1  # processes training together; set by setup() under DDP
         # Only the phase's networks learn (DDP also refuses parameters that get no gradient).
-        self.classifier.requires_grad_(phase != "decoder")
-        self.decoder.requires_grad_(phase != "classifier")
+        trains_classifier, trains_decoder = PHASE_TRAINS[phase]
+        self.classifier.requires_grad_(trains_classifier)
+        self.decoder.requires_grad_(trains_decoder)
 
     def setup(self, stage: str) -> None:
         self.world_size = self.trainer.world_size
@@ -189,11 +188,8 @@ class AttackModule(L.LightningModule):
         images, labels = self._images(batch[0]), batch[1]
         logits = self.classifier(images)
         if self.phase != "decoder" or self.loss_config.beta_c:
-            if labels.dtype.is_floating_point:
-                correct = ((logits > 0).float() == labels).float().mean(dim=1)
-            else:
-                correct = (logits.argmax(dim=1) == labels).float()
-            self.val_accuracy.update(correct)
+            correct = correct_predictions(logits, labels)
+            self.val_accuracy.update(correct.mean(dim=1) if correct.dim() == 2 else correct)
         if self.phase != "classifier":
             x_rec = self.decoder(logits.float()).float()
             self.val_mse.update(((x_rec - images) ** 2).flatten(1).mean(dim=1))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as nnf
+
 from vicious.metrics.ssim import ssim_separable
 from vicious.models import outputs_to_probabilities
 

@@ -18,6 +18,8 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
+from vicious.files import format_bytes
+
 # Generous for the datasets' archives (CelebA's img_align_celeba.zip inflates to 1.5 GB in
 # 202,600 members, TinyImageNet's to 0.5 GB in 120,600); a hostile one is stopped long before the disk fills.
 MAX_BYTES_VAR, MAX_MEMBERS_VAR = "VICIOUS_MAX_EXTRACT_BYTES", "VICIOUS_MAX_EXTRACT_MEMBERS"
@@ -75,10 +77,6 @@ def _check_existing_links(root: str, name: str, archive: Path, replaces_link: bo
             )
 
 
-def _size(n: int) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n:,} bytes"
-
-
 def _caps(max_bytes: int | None, max_members: int | None) -> tuple[int, int]:
     def read(value, variable, default):
         if value is not None:
@@ -115,9 +113,9 @@ class _Budget:
     def add(self, n: int, declared: bool) -> None:
         self.bytes += n
         if self.bytes > self.max_bytes:
-            what = (f"its members declare {_size(self.bytes)} or more uncompressed" if declared
+            what = (f"its members declare {format_bytes(self.bytes)} or more uncompressed" if declared
                     else "its members inflate to more than their headers declare")
-            raise _too_large(self.archive, f"{what}, over the cap of {_size(self.max_bytes)}",
+            raise _too_large(self.archive, f"{what}, over the cap of {format_bytes(self.max_bytes)}",
                              f"{MAX_BYTES_VAR} (bytes)", "max_bytes")
 
 

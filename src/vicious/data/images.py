@@ -7,8 +7,8 @@ with antialias=True is built to match PIL's), done once at load time.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import numpy as np
 import torch

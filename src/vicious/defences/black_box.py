@@ -48,9 +48,9 @@ from vicious.defences.sandbox import (
     SandboxError,
     SandboxLimits,
     find_bwrap,
-    format_bytes,
     printable,
 )
+from vicious.files import format_bytes
 
 _PICKLE_MAGIC = (b"\x80", b"(", b"}", b"]")  # pickle protocols 2-5, and 0/1 containers
 # A static batch the audit pads every batch to; more is a crafted file (a 1e8 batch asks 400 GB).
@@ -311,12 +311,23 @@ def _weights_request(path: Path, info: DatasetInfo, image_size: int) -> dict[str
     except ValueError as err:  # pydantic's ValidationError is a ValueError
         problem = format_validation_error(err) if isinstance(err, ValidationError) else str(err)
         raise ValueError(f"{path} records an architecture vicious cannot build: {problem}") from None
+    _refuse_own_code(path, model.classifier)
     return {
         "kind": "run", "classifier": model.classifier, "depth": model.depth, "width": model.width,
         "channels": info.channels, "num_outputs": info.num_outputs, "task": info.task,
         "released": observed_form(metadata["output"]),
         "expect": {k: metadata[k] for k in ("dataset", "num_outputs", "channels", "image_size") if k in metadata},
     }
+
+
+def _refuse_own_code(path: Path, classifier: str) -> None:
+    """The audit runs a model confined, where a module of the user's own cannot be imported
+    (and must not be: the weights' metadata may come from anyone)."""
+    from vicious.models.own import is_own
+
+    if is_own(classifier):
+        raise ValueError(f"{path}'s classifier is code of your own ({classifier}), which the audit does not import; "
+                         "export it with torch.onnx.export or torch.jit.script and audit that file")
 
 
 def _run_request(path: Path, info: DatasetInfo, image_size: int) -> dict[str, Any]:
@@ -340,6 +351,7 @@ def _run_request(path: Path, info: DatasetInfo, image_size: int) -> dict[str, An
             f"{path} was trained on {config.data.image_size}-pixel images, not {image_size}; "
             f"audit it with --image-size {config.data.image_size}"
         )
+    _refuse_own_code(path, config.model.classifier)
     return {
         "kind": "run", "classifier": config.model.classifier, "depth": config.model.depth,
         "width": config.model.width, "channels": info.channels,

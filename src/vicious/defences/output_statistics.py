@@ -25,9 +25,10 @@ import math
 
 import torch
 
+from vicious.data.types import Task
 from vicious.defences.black_box import BlackBox
 from vicious.defences.detector import Detector, check_images
-from vicious.defences.outputs import Form, Task, check_outputs, log_odds, predicted_labels, probabilities
+from vicious.defences.outputs import Form, check_outputs, log_odds, predicted_labels, probabilities
 
 
 def effective_rank(covariance: torch.Tensor) -> float:

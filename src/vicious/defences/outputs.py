@@ -18,8 +18,9 @@ from typing import Literal
 
 import torch
 
+from vicious.data.types import Task
+
 Form = Literal["logits", "probabilities"]
-Task = Literal["multiclass", "multilabel"]
 FORMS: tuple[str, ...] = ("logits", "probabilities")
 
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from vicious.defences.outputs import Form, Task, check_outputs, label_features, log_odds
+from vicious.data.types import Task
+from vicious.defences.outputs import Form, check_outputs, label_features, log_odds
 
 
 class ReleasePolicy(ABC):

@@ -7,6 +7,7 @@ import html
 import torch
 
 from vicious.experiments.figures import figure_png, plt, png_img, reconstruction_grid
+from vicious.pages import html_page
 
 _COLOURS = {"likely-honest": "#1a7f37", "inconclusive": "#9a6700", "likely-vicious": "#cf222e"}
 
@@ -54,15 +55,9 @@ def audit_page(audit: dict, examples: dict[str, torch.Tensor]) -> str:
     ])
     accuracy = f"{audit['accuracy']:.3f}" if audit.get("accuracy") is not None else "n/a"
     cal = audit["calibration"]
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>vicious audit: {e(audit['source'])}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #1f2328; }}
-table {{ border-collapse: collapse; margin: 1rem 0; }} td, th {{ border-bottom: 1px solid #d0d7de; padding: .3rem .7rem; text-align: left; }}
-.verdict {{ font-size: 1.6rem; font-weight: bold; color: {_COLOURS[verdict]}; }}
-img {{ max-width: 100%; }} code {{ background: #f6f8fa; padding: 0 .2rem; }}
-</style></head><body>
-<h1>Audit of {e(audit['source'])}</h1>
+    style = (f".verdict {{ font-size: 1.6rem; font-weight: bold; color: {_COLOURS[verdict]}; }}\n"
+             "body { color: #1f2328; } td, th { border-bottom-color: #d0d7de; text-align: left; }\n")
+    return html_page(f"vicious audit: {audit['source']}", f"""<h1>Audit of {e(audit['source'])}</h1>
 <p class="verdict">{e(verdict)}</p>
 <p>Dataset <code>{e(audit['dataset'])}</code>, input (N, {', '.join(map(str, audit['input_shape']))}),
 {audit['num_outputs']} outputs released as {e(audit['output_form'])}; scored on {audit['num_images']} test images
@@ -81,5 +76,4 @@ PSNR: {details['psnr_labels']:.2f} dB from labels, {details['psnr_outputs']:.2f}
 Sharper reconstructions from the outputs than from the labels mean the outputs carry the image, not just the class.</p>
 {png_img(grid, "held-out images and their shadow reconstructions")}
 <p><small>vicious {e(audit['vicious_version'])}; every number is in <code>audit.json</code>.</small></p>
-</body></html>
-"""
+""", style=style, width="60rem")

@@ -62,6 +62,7 @@ from vicious.defences.sandbox_protocol import (
     itemsize,
     tensor_bytes,
 )
+from vicious.files import format_bytes
 
 GiB = 1 << 30
 MODEL_DIR = "/model"  # where the sandboxed worker sees the model's files
@@ -111,13 +112,6 @@ class SandboxError(ValueError):
 
 class ModelError(ValueError):
     """The model itself raised an error (on loading or on a batch); the message is its first line."""
-
-
-def format_bytes(n: float) -> str:
-    for unit, size in (("GiB", GiB), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f}".removesuffix(".0") + f" {unit}"
-    return f"{int(n)} bytes"
 
 
 def printable(text: str, limit: int = 300) -> str:

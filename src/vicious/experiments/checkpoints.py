@@ -3,7 +3,7 @@
 Lightning's training state (weights, optimiser moments, loop counters, callback
 state) is a nested structure of tensors and plain values. ``SafetensorsCheckpointIO``
 stores the tensors in a safetensors file and the rest as JSON in the file's
-metadata, so one ``.ckpt`` file holds everything and reading it can run no code.
+metadata, so one ``.ckpt.safetensors`` file holds everything and reading it can run no code.
 """
 
 from __future__ import annotations

@@ -21,8 +21,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 import vicious
+from vicious.experiments.regimes import REGIME_NAMES, REGIMES
 
-Regime = Literal["honest", "vicious", "autoencoder"]
+RegimeName = Literal[REGIME_NAMES]  # type: ignore[valid-type]  # the names of vicious.experiments.regimes
 OutputForm = Literal["raw", "softmax"]
 
 
@@ -128,10 +129,19 @@ class DataConfig(_Section):
     augment: bool = Field(True, description="append an augmented copy of every training image (docs/method.md, 'Augmentation')")
 
 
+# A network of the user's own, ``package.module:callable`` (vicious.models.own imports it, where allowed).
+OWN_SPEC = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
+
+
 class ModelConfig(_Section):
     classifier: str = Field(
-        "wrn", max_length=100, pattern=r"^(wrn|(torchvision|timm):[A-Za-z0-9_.\-]+)$",
-        description="F: wrn (WideResNet of depth and width), torchvision:<name> or timm:<name>; G is always the WRN decoder")
+        "wrn", max_length=100, pattern=rf"^(wrn|(torchvision|timm):[A-Za-z0-9_.\-]+|{OWN_SPEC})$",
+        description="F: wrn (WideResNet of depth and width), torchvision:<name>, timm:<name> or module:callable "
+                    "(your own, imported only with --allow-import)")
+    decoder: str = Field(
+        "wrn", max_length=100, pattern=rf"^(wrn|{OWN_SPEC})$",
+        description="G: wrn (the WideResNet decoder of depth and width) or module:callable (your own, imported "
+                    "only with --allow-import)")
     depth: int = Field(28, ge=10, le=100, description="WideResNet depth, 6n + 4")
     width: int = Field(1, ge=1, le=16, description="WideResNet widening factor")
     decoder_input_norm: bool = Field(
@@ -218,7 +228,7 @@ def config_differences(saved: dict, wanted: dict, wanted_as: str = "given") -> l
 
 
 class RunConfig(_Section):
-    regime: Regime = "vicious"
+    regime: RegimeName = "vicious"
     output: OutputForm = "raw"
     seed: int = Field(1, ge=0, le=MAX_SEED, description="seeds numpy, torch and Lightning: 0 to 2**32 - 1")
     data: DataConfig = DataConfig()
@@ -231,12 +241,7 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _regime_weights(self) -> RunConfig:
-        if self.regime == "autoencoder" and self.loss.beta_c != 0:
-            raise ValueError("the autoencoder regime trains without the task: set loss.beta_c=0")
-        if self.regime == "vicious" and (self.loss.beta_c == 0 or self.loss.beta_r == 0):
-            raise ValueError("the vicious regime needs loss.beta_c > 0 and loss.beta_r > 0")
-        if self.regime != "honest" and self.loss.beta_r == 0:
-            raise ValueError(f"the {self.regime} regime needs loss.beta_r > 0")
+        REGIMES[self.regime].check(self.loss.beta_c, self.loss.beta_r)
         return self
 
 

@@ -21,7 +21,10 @@ import torch
 from vicious.experiments.config import apply_overrides
 from vicious.experiments.evaluation import evaluate_run, fit_statistics, label_only_decoder, reconstruct
 from vicious.experiments.figures import (
-    demo_distributions, png_img, reconstruction_grid, training_curves,
+    demo_distributions,
+    png_img,
+    reconstruction_grid,
+    training_curves,
 )
 from vicious.experiments.files import atomic_write_bytes, atomic_write_json, atomic_write_text, refuse_outside_links
 from vicious.experiments.locks import folder_lock
@@ -30,6 +33,7 @@ from vicious.experiments.presets import get_preset
 from vicious.experiments.runs import load_splits, open_run
 from vicious.experiments.table import ACCURACY, MSE, PSNR, R_ABOVE_ONE, R_EXACT, R_PRINCIPAL, REID1, SSIM
 from vicious.experiments.training import train_run
+from vicious.pages import html_page
 
 # Sized to finish in about 2 minutes on 2 CPU cores; recorded in each run's config.yaml.
 # The -small presets already carry the fast schedule (docs/design.md); the demo skips
@@ -241,21 +245,14 @@ def demo_html(results: dict[str, dict], sentence: str, figures: dict[str, bytes]
         for key, title in (("best", "Best rebuilt by the vicious decoder"), ("median", "Median"),
                            ("worst", "Worst rebuilt by the vicious decoder")) if key in figures)
     psnr_gap = results["vicious"]["psnr"] - results["honest"]["psnr"]
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>vicious demo: honest vs vicious classifier</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 64rem; margin: 2rem auto; padding: 0 1rem; color: #222;
-       line-height: 1.45; }}
-p.lead {{ font-size: 1.2rem; border-left: 4px solid #d62728; padding-left: .8rem; }}
-table {{ border-collapse: collapse; margin: 1rem 0; font-size: .9rem; }}
-th, td {{ padding: .35rem .7rem; border-bottom: 1px solid #ddd; text-align: right; }}
-th:first-child, td:first-child {{ text-align: left; }}
-tr.vicious td:first-child {{ color: #d62728; font-weight: 600; }} tr.honest td:first-child {{ color: #1f77b4; }}
-dt {{ font-weight: 600; margin-top: .4rem; }} dd {{ margin-left: 1.2rem; color: #444; }}
-img {{ max-width: 100%; }} img.pixels {{ image-rendering: pixelated; }}
-.note {{ color: #555; font-size: .9rem; }}
-</style></head><body>
-<h1>Honest vs vicious classifier</h1>
+    style = """
+p.lead { font-size: 1.2rem; border-left: 4px solid #d62728; padding-left: .8rem; }
+table { font-size: .9rem; } th, td { padding: .35rem .7rem; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+tr.vicious td:first-child { color: #d62728; font-weight: 600; } tr.honest td:first-child { color: #1f77b4; }
+dt { font-weight: 600; margin-top: .4rem; } dd { margin-left: 1.2rem; color: #444; }
+"""
+    return html_page("vicious demo: honest vs vicious classifier", f"""<h1>Honest vs vicious classifier</h1>
 <p class="lead">{html.escape(sentence)}</p>
 <p>A server ships a classifier to its users, who run it on their own images and send back only its output: one
 number per class. Both classifiers here were trained on the same Fashion-MNIST images. The <b>vicious</b> one was
@@ -280,5 +277,4 @@ line marks r = 1, where a reconstruction is as close as the population mean.</p>
 <p class="note">The training loss (every few optimiser steps, log scale), then validation PSNR and accuracy after
 every epoch; each run keeps its best epoch (for the vicious pair: lowest (1 − accuracy) + (1 − SSIM) + 5·MSE).</p>
 {png_img(figures["curves"], "training loss per step, validation PSNR and accuracy per epoch")}
-</body></html>
-"""
+""", style=style)

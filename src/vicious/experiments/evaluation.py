@@ -15,10 +15,19 @@ import torch
 from vicious.data import DatasetSplits
 from vicious.experiments.files import atomic_write_json, atomic_write_text
 from vicious.experiments.locks import folder_lock
+from vicious.experiments.results import METRICS_FILE, check_run_result
 from vicious.experiments.runs import TrainedRun, open_run
 from vicious.metrics import (
-    ImageStatistics, accuracy, bootstrap_ci, mse, psnr, psnr_from_mse, reconstruction_risk,
-    reidentification, ssim, summarise_risk,
+    ImageStatistics,
+    accuracy,
+    bootstrap_ci,
+    mse,
+    psnr,
+    psnr_from_mse,
+    reconstruction_risk,
+    reidentification,
+    ssim,
+    summarise_risk,
 )
 
 
@@ -139,12 +148,13 @@ def _evaluate(run_dir: Path | TrainedRun, statistics: ImageStatistics | None, wr
         names = splits.info.output_names
         metrics["accuracy_per_attribute"] = {n: float(a) for n, a in zip(names, correct.mean(dim=0))}
     metrics = significant(metrics)
+    check_run_result(metrics, run.path / METRICS_FILE)  # what every reader expects (vicious.experiments.results)
     if write:
         columns = {"accuracy": per_image_accuracy, **per,
                    **{f"{name}_label_only": floor_per[name] for name in ("psnr", "r_principal")}}
         if correct.ndim == 1:
             columns = {"label": labels, "predicted": logits.argmax(dim=1), **columns}
-        atomic_write_json(run.path / "metrics.json", metrics)
+        atomic_write_json(run.path / METRICS_FILE, metrics)
         atomic_write_text(run.path / "per_sample.csv", _per_sample_csv(columns))
     return metrics
 

@@ -95,6 +95,10 @@ class RayExecutor:
             # keep the priority the sweep was started with (``nice vicious sweep`` still lowers it).
             options = {"address": self.address} if self.address else {
                 "num_cpus": self.local_cpus, "include_dashboard": False, "_system_config": {"worker_niceness": 0}}
+            from vicious.models.own import ENV_VAR
+
+            if os.environ.get(ENV_VAR):  # the modules the user allowed (--allow-import), on every worker
+                options["runtime_env"] = {"env_vars": {ENV_VAR: os.environ[ENV_VAR]}}
             # Workers' output would interleave with the sweep's; status.json keeps each cell's error.
             ray.init(**options, log_to_driver=False, logging_level="warning")
         pending: dict = {}

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vicious.files import atomic_write_bytes, probe_writable, read_json
+from vicious.files import atomic_write_bytes, format_bytes, probe_writable, read_json
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "check_writable", "read_json",
            "refuse_outside_links"]
@@ -33,7 +33,7 @@ def check_writable(folder: Path, *, min_free_bytes: int = 50 * 2**20) -> None:
     free = _free_bytes(folder)
     if free is not None and free < min_free_bytes:
         raise OSError(
-            f"only {free / 2**20:.0f} MiB free under {folder}; at least {min_free_bytes / 2**20:.0f} MiB "
+            f"only {format_bytes(free)} free under {folder}; at least {format_bytes(min_free_bytes)} "
             "are needed for checkpoints and results; free some space or choose another --out"
         )
 

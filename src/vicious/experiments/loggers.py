@@ -10,7 +10,7 @@ dependency:
 | ``csv``          | the CSV log only (default)                     | (built in)        |
 | ``tensorboard``  | event files under ``RUN/logs/tensorboard/<phase>/`` (``tensorboard --logdir RUN/logs/tensorboard``) | ``pip install tensorboard`` |
 | ``wandb``        | a Weights & Biases run (``WANDB_MODE=offline`` keeps it local, under ``RUN/logs``) | ``pip install wandb`` |
-| ``mlflow``       | an MLflow run, to ``MLFLOW_TRACKING_URI`` or else ``RUN/logs/mlruns`` | ``pip install mlflow`` |
+| ``mlflow``       | an MLflow run, to ``MLFLOW_TRACKING_URI`` or else the SQLite store ``RUN/logs/mlflow.db`` (``mlflow ui --backend-store-uri sqlite:///RUN/logs/mlflow.db``) | ``pip install mlflow`` |
 
 Every logger gets the same values: the training loss every ``train.log_every_n_steps``
 optimiser steps (``train/loss_step``), and per epoch the training losses and the
@@ -69,7 +69,8 @@ def phase_loggers(name: str, run_dir: Path, phase: str, run_name: str) -> list[L
     elif name == "mlflow":
         from lightning.pytorch.loggers import MLFlowLogger
 
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or (logs / "mlruns").resolve().as_uri()
+        # MLflow 3 refuses a plain folder as its store (kept only in maintenance mode): a SQLite file.
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(logs / 'mlflow.db').resolve()}"
         loggers.append(MLFlowLogger(experiment_name="vicious", run_name=f"{run_name}/{phase}", tracking_uri=uri))
     return loggers
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 
 from vicious.experiments.config import ConfigError, RunConfig, validate_config
+from vicious.experiments.regimes import REGIME_NAMES, REGIMES
 
 CELEBA_K = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 30, 40)
 
@@ -37,7 +38,6 @@ _SMALL = {
     "train": {"epochs": 12, "batch_size": 128, "lr": 0.015, "schedule": "onecycle", "warmup_fraction": 0.3,
               "eval_batch_size": 250},  # 250: 1.4x faster than 1000 on a CPU
 }
-_REGIME_LOSS = {"honest": {}, "vicious": {}, "autoencoder": {"beta_c": 0.0}}
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class Preset:
             "preset": self.name,
             "data": dict(data),
             "model": {"depth": 28, "width": width},
-            "loss": dict(_REGIME_LOSS[self.regime]),
+            "loss": dict(REGIMES[self.regime].loss),
             "train": {"epochs": epochs, "batch_size": 250, "lr": 1e-3},
         }
         if self.small:
@@ -68,19 +68,16 @@ class Preset:
 
 
 def _describe(dataset: str, regime: str, output: str, small: bool) -> str:
-    what = {
-        "honest": "F for the task only, then a post-hoc decoder on frozen F",
-        "vicious": "F and G trained jointly (the attack)",
-        "autoencoder": "F and G for reconstruction only (upper bound)",
-    }[regime]
-    size = "WRN-10-1, 10k images, 7 one-cycle epochs of batch 128 (CPU)" if small else "paper settings"
-    return f"{dataset}, {output} outputs: {what}; {size}"
+    model, data, train = _SMALL["model"], _SMALL["data"], _SMALL["train"]
+    size = (f"WRN-{model['depth']}-{model['width']}, {data['train_limit'] // 1000}k images, {train['epochs']} "
+            f"one-cycle epochs of batch {train['batch_size']} (CPU)") if small else "paper settings"
+    return f"{dataset}, {output} outputs: {REGIMES[regime].meaning}; {size}"
 
 
 def _build() -> dict[str, Preset]:
     presets = {}
     for dataset in _DATASETS:
-        for regime in ("honest", "vicious", "autoencoder"):
+        for regime in REGIME_NAMES:
             for output in ("raw", "softmax"):
                 for small in (False, True):
                     name = f"{dataset}-{regime}" + ("-softmax" if output == "softmax" else "") + ("-small" if small else "")

@@ -21,31 +21,45 @@ from pathlib import Path
 import torch
 
 from vicious.experiments.figures import (
-    accuracy_risk_scatter, leakage_curves, png_img, reconstruction_grid, risk_histograms, training_curves,
+    accuracy_risk_scatter,
+    leakage_curves,
+    png_img,
+    reconstruction_grid,
+    risk_histograms,
+    training_curves,
 )
 from vicious.experiments.files import atomic_write_text, read_json
 from vicious.experiments.loggers import read_training_log
 from vicious.experiments.sweep import GRID_COPY, SWEEP_FILE, read_status
 from vicious.experiments.table import (
-    R_EXACT, R_PRINCIPAL, SSIM, RunRecord, Stat, Table, dataset_rank, regime_rank, settings_of, collect_runs,
-    format_cell, setting_keys, tables_for,
+    R_EXACT,
+    R_PRINCIPAL,
+    SSIM,
+    RunRecord,
+    Stat,
+    Table,
+    collect_runs,
+    dataset_rank,
+    format_cell,
+    regime_rank,
+    setting_keys,
+    settings_of,
+    tables_for,
 )
+from vicious.pages import html_page
 
+# The report's rules, after the shared ones of vicious.pages.
 STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 78rem;
-       padding: 0 1rem; color: #222; line-height: 1.45; }
 h1 { margin-bottom: .2rem; } h2 { margin-top: 2.4rem; border-bottom: 2px solid #eee; padding-bottom: .2rem; }
 h3 { margin: 1.4rem 0 .4rem; font-size: 1.02rem; }
 .scroll { overflow-x: auto; margin: .6rem 0; }
-table { border-collapse: collapse; font-size: .85rem; }
-th, td { padding: .3rem .6rem; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }
+table { margin: 0; font-size: .85rem; }
+th, td { padding: .3rem .6rem; text-align: right; white-space: nowrap; }
 th { background: #f5f5f5; white-space: normal; vertical-align: bottom; }
 td.text, th.text { text-align: left; }
 tr.honest td.regime { color: #1f77b4; } tr.vicious td.regime { color: #d62728; font-weight: 600; }
-.note { color: #555; font-size: .88rem; max-width: 60rem; }
+.note { font-size: .88rem; max-width: 60rem; }
 figure { margin: .8rem 0 1.4rem; } figcaption { color: #555; font-size: .85rem; }
-img { max-width: 100%; height: auto; }
-img.pixels { image-rendering: pixelated; }
 details { margin: .3rem 0; } summary { cursor: pointer; }
 pre { background: #f7f7f7; padding: .6rem; overflow-x: auto; font-size: .8rem; }
 .grid2 { display: grid; grid-template-columns: repeat(auto-fit, minmax(30rem, 1fr)); gap: 1rem; }
@@ -298,10 +312,7 @@ def build_report(folder: Path, *, num_images: int = 8) -> str:
             + _histograms_section(records, keys) + _training_section(records, keys)
             + _reconstruction_sections(records, keys, num_images)
             + _configs_section(records))
-    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>vicious sweep report: {_esc(folder.name)}</title><style>{STYLE}</style></head>"
-            f"<body>{body}</body></html>\n")
+    return html_page(f"vicious sweep report: {folder.name}", body, style=STYLE, width="78rem")
 
 
 def write_report(folder: Path, output: Path, *, num_images: int = 8) -> Path:

@@ -18,8 +18,8 @@ import platform
 import shlex
 import subprocess
 import sys
-from datetime import datetime, timezone
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -28,8 +28,9 @@ import vicious
 from vicious.data import DatasetSplits, load_dataset
 from vicious.experiments.checkpoints import load_weights
 from vicious.experiments.config import ConfigError, RunConfig, load_config
-from vicious.models import create_classifier, create_model
+from vicious.models import create_classifier, create_decoder
 from vicious.models.library import check_input_size
+from vicious.models.own import check_decoder_output
 
 CONFIG_FILE = "config.yaml"
 CLASSIFIER_FILE = "classifier.safetensors"
@@ -91,11 +92,11 @@ def weights_metadata(config: RunConfig, splits: DatasetSplits) -> dict[str, str]
 
 def architecture_metadata(config: RunConfig) -> dict[str, str]:
     """What rebuilds the networks from a weights file alone (``vicious audit classifier.safetensors``):
-    F's architecture, and G's input form and standardisation. Files written before these keys
+    the architectures of F and G, G's input form and standardisation. Files written before these keys
     existed lack them; ``load_weights`` checks only the keys a file has."""
     model = config.model
-    return {"classifier": model.classifier, "depth": str(model.depth), "width": str(model.width),
-            "output": config.output, "decoder_input_norm": str(model.decoder_input_norm).lower()}
+    return {"classifier": model.classifier, "decoder": model.decoder, "depth": str(model.depth),
+            "width": str(model.width), "output": config.output, "decoder_input_norm": str(model.decoder_input_norm).lower()}
 
 
 def load_splits(config: RunConfig) -> DatasetSplits:
@@ -121,11 +122,17 @@ def build_models(config: RunConfig, splits: DatasetSplits) -> tuple[torch.nn.Mod
             check_input_size(classifier, info.channels, config.data.image_size)
     except ValueError as err:
         raise ConfigError(f"model.classifier: {err}") from None
-    decoder = create_model(
-        "wrn-decoder", depth=config.model.depth, width=config.model.width, out_channels=info.channels,
-        num_inputs=info.num_outputs, image_size=config.data.image_size, input_form=config.output, task=info.task,
-        input_norm=config.model.decoder_input_norm,
-    )
+    try:
+        decoder = create_decoder(
+            config.model.decoder, depth=config.model.depth, width=config.model.width, out_channels=info.channels,
+            num_inputs=info.num_outputs, image_size=config.data.image_size, input_form=config.output, task=info.task,
+            input_norm=config.model.decoder_input_norm,
+        )
+        if config.model.decoder != "wrn":  # the user's own G must give images of the data's shape
+            check_decoder_output(decoder, info.num_outputs, (info.channels, config.data.image_size,
+                                                             config.data.image_size))
+    except ValueError as err:
+        raise ConfigError(f"model.decoder: {err}") from None
     return classifier, decoder
 
 

@@ -46,14 +46,20 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vicious.experiments.config import (
-    ConfigError, RunConfig, apply_overrides, config_differences, format_validation_error, parse_override, read_yaml_mapping,
+    ConfigError,
+    RunConfig,
+    apply_overrides,
+    config_differences,
+    format_validation_error,
+    parse_override,
+    read_yaml_mapping,
 )
 from vicious.experiments.files import atomic_write_json, atomic_write_text, read_json, refuse_outside_links
 from vicious.experiments.locks import FolderInUseError, describe_holder, folder_lock, holder
 from vicious.experiments.presets import get_preset
+from vicious.experiments.results import METRICS_FILE, RunResult
 
 STATUS_FILE = "status.json"
-METRICS_FILE = "metrics.json"
 SWEEP_FILE = "sweep.json"
 GRID_COPY = "grid.yaml"
 MAX_NAME = 120
@@ -340,9 +346,10 @@ def _run_locked_cell(cell: Cell, run_dir: Path, threads: int | None) -> dict:
     except Exception as err:  # noqa: BLE001 - a failed cell is recorded, the sweep goes on
         status.update(state="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
     else:
+        result = RunResult.model_validate(metrics)
         status.update(state="done", results={
-            "accuracy": metrics["accuracy"], "ssim": metrics["ssim"], "psnr": metrics["psnr"],
-            "risk_principal": metrics["risk"]["principal"]["mean"], "risk_exact": metrics["risk"]["exact"]["mean"],
+            "accuracy": result.accuracy, "ssim": result.ssim, "psnr": result.psnr,
+            "risk_principal": result.risk.principal.mean, "risk_exact": result.risk.exact.mean,
         })
     # CPU seconds (all threads) beside wall seconds: on a shared machine the wall time says little.
     status.update(finished=_now(), seconds=round(time.perf_counter() - started, 2),

@@ -37,15 +37,20 @@ from pathlib import Path
 from typing import Any
 
 from vicious.experiments.config import OPERATIONAL_KEYS, ConfigError, flatten_config, read_yaml
-from vicious.experiments.files import read_json
+from vicious.experiments.regimes import REGIME_NAMES
+from vicious.experiments.results import METRICS_FILE, read_run_result
 from vicious.experiments.sweep import (
-    METRICS_FILE, STATUS_FILE, cell_state, format_value, is_finished, read_status,
+    STATUS_FILE,
+    cell_state,
+    format_value,
+    is_finished,
+    read_status,
 )
 
 FORMATS = ("md", "csv", "json", "latex")
 SECTIONS = ("summary", "paired", "leakage", "runs", "failed")
 LABEL_ONLY = "label only"
-REGIMES = (LABEL_ONLY, "honest", "vicious", "autoencoder")
+REGIMES = (LABEL_ONLY, *REGIME_NAMES)
 DATASET_ORDER = ("mnist", "fashion-mnist", "cifar10", "cifar100", "tinyimagenet", "celeba")
 # Config keys that name a cell or say where or how it was computed, not what it computed.
 _NOT_SETTINGS = ("seed", "regime", "output", "preset", "data.name", "data.attributes", *OPERATIONAL_KEYS,
@@ -172,63 +177,17 @@ class Table:
     notes: list[str] = field(default_factory=list)
 
 
-_TEXT_FIELDS = ("regime", "dataset", "output")
-_INT_FIELDS = ("seed", "num_outputs")
-
-
-_FLOAT_MAX = 1.7976931348623157e308
-#: Largest metrics.json read (the evaluation writes a few kilobytes).
-
-
-def _is_number(value: Any) -> bool:
-    """A JSON number a float holds (NaN and infinities included)."""
-    return isinstance(value, float) or isinstance(value, int) and not isinstance(value, bool) and abs(value) <= _FLOAT_MAX
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def check_metrics(path: Path, metrics: Any) -> tuple[str, ...]:
-    """Refuse a metrics.json the tables cannot read, in one line naming it and the field;
-    returns the measures that are NaN or infinite (legitimate: a diverged run)."""
-    fix = f"re-evaluate it with 'vicious evaluate {path.parent}'"
-    if not isinstance(metrics, dict):
-        raise ValueError(f"{path} does not hold a metrics mapping; {fix}")
-    for key in (*_TEXT_FIELDS, *_INT_FIELDS):
-        value = metrics.get(key)
-        if key in _TEXT_FIELDS and not isinstance(value, str) or key in _INT_FIELDS and (
-                isinstance(value, bool) or not isinstance(value, int)):
-            kind = "text" if key in _TEXT_FIELDS else "an integer"
-            raise ValueError(f"{path}: '{key}' must be {kind}, got {_short(value)}; {fix}")
-    non_finite = []
-    floor = metrics.get("label_only")
-    for prefix, values in (("", metrics), ("label_only.", floor if isinstance(floor, dict) else {})):
+def non_finite_measures(metrics: dict) -> tuple[str, ...]:
+    """The table measures of a (validated) metrics record that are NaN or infinite:
+    legitimate, a diverged run, and named under the tables."""
+    found = []
+    for prefix, values in (("", metrics), ("label_only.", metrics.get("label_only") or {})):
         for measure in _ALL_MEASURES:
-            found = values
-            for i, part in enumerate(measure.path):
-                if found is None:
-                    break  # a measure this run does not have
-                if not isinstance(found, dict):
-                    where = prefix + ".".join(measure.path[:i])
-                    raise ValueError(f"{path}: '{where}' must be a mapping, got {_short(found)}; {fix}")
-                found = found.get(part)
-            if found is None:
-                continue
+            value = measure.value(values)
             where = prefix + ".".join(measure.path)
-            if not _is_number(found):
-                raise ValueError(f"{path}: '{where}' must be a number, got {_short(found)}; {fix}")
-            if not math.isfinite(found) and where not in non_finite:
-                non_finite.append(where)
-    intervals = metrics.get("confidence_intervals", {})
-    if not isinstance(intervals, dict):
-        raise ValueError(f"{path}: 'confidence_intervals' must be a mapping, got {_short(intervals)}; {fix}")
-    for name in {m.ci for m in _ALL_MEASURES if m.ci}:
-        found = intervals.get(name)
-        if found is not None and not (isinstance(found, list) and len(found) == 2 and all(map(_is_number, found))):
-            raise ValueError(f"{path}: 'confidence_intervals.{name}' must be [low, high], got {_short(found)}; {fix}")
-    return tuple(non_finite)
+            if value is not None and not math.isfinite(value) and where not in found:
+                found.append(where)
+    return tuple(found)
 
 
 def collect_runs(folder: Path) -> tuple[list[RunRecord], list[dict]]:
@@ -240,11 +199,8 @@ def collect_runs(folder: Path) -> tuple[list[RunRecord], list[dict]]:
     for path in sorted(folder.rglob(METRICS_FILE)):
         run_dir = path.parent
         config_path = run_dir / "config.yaml"
-        try:
-            metrics = read_json(path, what="metrics record")
-        except (OSError, ValueError) as err:
-            raise ValueError(f"cannot read {path}: {err}; re-evaluate it with 'vicious evaluate {run_dir}'") from None
-        non_finite = check_metrics(path, metrics)
+        metrics, _ = read_run_result(run_dir)
+        non_finite = non_finite_measures(metrics)
         config = read_yaml(config_path, "run config") if config_path.is_file() else {}
         if not isinstance(config or {}, dict):
             raise ConfigError(f"{config_path} does not hold a config mapping; re-run that cell, or delete it")

@@ -6,10 +6,10 @@
 | vicious     | ``joint`` (F and G together, beta_c > 0)          |
 | autoencoder | ``joint`` with beta_c = 0                         |
 
-Each phase keeps the epoch with the best validation score (``best.ckpt``) and a
-resumable ``last.ckpt`` while it trains; a finished phase leaves its selected weights
-(``selected.safetensors``) beside ``last.ckpt`` and drops ``best.ckpt``, which would be
-a second copy of them. ``--resume`` after a kill restarts inside the phase that was running.
+Each phase keeps the epoch with the best validation score (``best.ckpt.safetensors``) and
+a resumable ``last.ckpt.safetensors`` while it trains; a finished phase leaves its selected
+weights (``selected.safetensors``) beside the last checkpoint and drops the best one, which
+would be a second copy of them. (Older runs named them ``*.ckpt``; they still resume.) ``--resume`` after a kill restarts inside the phase that was running.
 """
 
 from __future__ import annotations
@@ -26,28 +26,34 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from vicious.attack.batches import TensorDataModule
-from vicious.attack.lightning_module import AttackModule, Phase
+from vicious.attack.lightning_module import AttackModule
 from vicious.data import Split
 from vicious.experiments.checkpoints import (
-    SafetensorsCheckpointIO, UnsafeFileError, check_weights, load_state, save_state, save_weights,
+    SafetensorsCheckpointIO,
+    UnsafeFileError,
+    check_weights,
+    load_state,
+    save_state,
+    save_weights,
 )
 from vicious.experiments.config import ConfigError, RunConfig, config_differences, load_config, save_config
 from vicious.experiments.files import atomic_write_json, check_writable, read_json, refuse_outside_links
-from vicious.experiments.locks import folder_lock
-from vicious.experiments.logs import epoch_progress_callbacks
-from vicious.experiments.loggers import check_logger, phase_loggers
 from vicious.experiments.hardware import numeric_plan, trains_on_cuda
+from vicious.experiments.locks import folder_lock
+from vicious.experiments.loggers import check_logger, phase_loggers
+from vicious.experiments.logs import epoch_progress_callbacks
+from vicious.experiments.regimes import REGIMES, Phase
 from vicious.experiments.runs import (
-    CLASSIFIER_FILE, CONFIG_FILE, DATA_FILE, DECODER_FILE, build_models, environment_record, load_splits,
+    CLASSIFIER_FILE,
+    CONFIG_FILE,
+    DATA_FILE,
+    DECODER_FILE,
+    build_models,
+    environment_record,
+    load_splits,
     weights_metadata,
 )
-
-PHASES: dict[str, list[Phase]] = {
-    "honest": ["classifier", "decoder"],
-    "vicious": ["joint"],
-    "autoencoder": ["joint"],
-}
-
+from vicious.models.own import check_allowed
 
 # Set by Lightning's launcher (LOCAL_RANK, NODE_RANK), torchrun (RANK, LOCAL_RANK, GROUP_RANK),
 # SLURM (SLURM_PROCID) and LSF (JSM_NAMESPACE_RANK).
@@ -99,12 +105,22 @@ def _check_accelerator(accelerator: str) -> None:
         )
 
 
+def check_networks_allowed(config: RunConfig) -> None:
+    """Refuse networks of the user's own whose module was not allowed, before the folder is made."""
+    for key in ("classifier", "decoder"):
+        try:
+            check_allowed(getattr(config.model, key))
+        except ValueError as err:
+            raise ConfigError(f"model.{key}: {err}") from None
+
+
 def train_run(config: RunConfig, run_dir: Path, *, resume: bool = False, splits=None) -> Path:
     """Train ``config`` into ``run_dir`` (see module docstring); returns ``run_dir``.
 
     The writing process holds the folder's lock throughout: a second process is refused."""
     run_dir = Path(run_dir)
     check_logger(config.train.logger)  # before the folder is made, in every process
+    check_networks_allowed(config)
     writer = is_global_zero()  # under DDP the other processes only train
     if not writer:
         return _train_locked(config, run_dir, resume, splits, writer)
@@ -124,7 +140,7 @@ def _train_locked(config: RunConfig, run_dir: Path, resume: bool, splits, writer
     classifier, decoder = build_models(config, splits)
     summary: dict = {"phases": {}}
     started = time.perf_counter()
-    for phase in PHASES[config.regime]:
+    for phase in REGIMES[config.regime].phases:
         selected = _phase_weights(run_dir, phase)
         if selected.exists():  # finished before an interruption
             _load_phase(selected, classifier, decoder)
@@ -194,10 +210,24 @@ class _MovableCheckpoint(ModelCheckpoint):
     the best score so far: a run resumed elsewhere could then select another epoch.
     It also deletes the files those paths name once a better epoch comes, checking only
     that they start with its folder: ``<dirpath>/../../victim`` passes. So every path read
-    from a checkpoint must resolve (links and '..' followed) to a ``.ckpt`` in the folder.
+    from a checkpoint must resolve (links and '..' followed) to a checkpoint in the folder.
+
+    The files are safetensors, and say so in their suffix (``.ckpt.safetensors``), so nobody
+    mistakes them for Lightning's pickles; a run of an older vicious named them ``.ckpt``.
     """
 
+    FILE_EXTENSION = ".ckpt.safetensors"
+    LEGACY_EXTENSION = ".ckpt"
     _PATHS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+    @classmethod
+    def resumable(cls, folder: Path) -> Path | None:
+        """The phase's last checkpoint in ``folder``, under today's name or an older run's."""
+        for extension in (cls.FILE_EXTENSION, cls.LEGACY_EXTENSION):
+            path = folder / f"{cls.CHECKPOINT_NAME_LAST}{extension}"
+            if path.exists():
+                return path
+        return None
 
     def load_state_dict(self, state_dict: dict) -> None:
         old, new = state_dict.get("dirpath"), self.dirpath
@@ -214,7 +244,7 @@ class _MovableCheckpoint(ModelCheckpoint):
         super().load_state_dict(state_dict)
 
     def _check_state(self, state: dict) -> None:
-        source = Path(self.dirpath or ".") / "last.ckpt"
+        source = Path(self.dirpath or ".") / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
 
         def refuse(problem: str):
             raise UnsafeFileError(f"{source}: its checkpoint state {problem}; the checkpoint was altered or is not "
@@ -234,10 +264,10 @@ class _MovableCheckpoint(ModelCheckpoint):
             if not isinstance(value, str):
                 refuse(f"names a {type(value).__name__} as a checkpoint path")
             if value and not self._inside(value):
-                refuse(f"names {value[:200]!r}, which is not a .ckpt file in {self.dirpath}")
+                refuse(f"names {value[:200]!r}, which is not a checkpoint file in {self.dirpath}")
 
     def _inside(self, path: str) -> bool:
-        if "\x00" in path or not path.endswith(self.FILE_EXTENSION):
+        if "\x00" in path or not path.endswith((self.FILE_EXTENSION, self.LEGACY_EXTENSION)):
             return False
         folder, resolved = os.path.realpath(self.dirpath), os.path.realpath(path)
         return os.path.dirname(resolved) == folder
@@ -312,7 +342,7 @@ def _fit_phase(config, run_dir, phase, splits, classifier, decoder, resume) -> d
         # in place, so parameter names and checkpoints stay as they are.
         classifier.compile()
         decoder.compile()
-    last = checkpoint_dir / "last.ckpt"
+    last = _MovableCheckpoint.resumable(checkpoint_dir)
     with warnings.catch_warnings():
         # Lightning suggests DataLoader workers; the data is already in memory.
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -322,7 +352,7 @@ def _fit_phase(config, run_dir, phase, splits, classifier, decoder, resume) -> d
         warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")
         warnings.filterwarnings("ignore", ".*exists and is not empty.*")  # expected when resuming
         warnings.filterwarnings("ignore", r".*module\(s\) in eval mode.*")  # the decoder phase's frozen F
-        trainer.fit(module, datamodule=data, ckpt_path=last if resume and last.exists() else None)
+        trainer.fit(module, datamodule=data, ckpt_path=last if resume else None)
     if best.best_model_path:
         path = Path(best.best_model_path)
         module.load_state_dict(check_weights(load_state(path), "state_dict", path, module.state_dict()))

@@ -8,6 +8,7 @@ with a one-line message naming the problem and the fix.
 
 ========================  ===================================================
 ``accuracy``              top-1 (multiclass) or per-attribute (multilabel) 0/1
+``correct_predictions``   the same, unchecked: for training loops
 ``mse``, ``psnr``          per-image MSE and PSNR (data range 1)
 ``psnr_from_mean_mse``    the paper's PSNR of the set's mean MSE (scalar)
 ``psnr_from_mse``         PSNR of a precomputed (e.g. streamed) mean MSE
@@ -22,7 +23,7 @@ with a one-line message naming the problem and the fix.
 """
 
 from ._validate import RANGE_TOLERANCE
-from .accuracy import accuracy, is_multilabel, mean_accuracy, per_attribute_accuracy
+from .accuracy import accuracy, correct_predictions, is_multilabel, mean_accuracy, per_attribute_accuracy
 from .bootstrap import bootstrap_ci
 from .mse import MSE, mse
 from .psnr import MAX_PSNR_DB, MSE_FLOOR, PSNR, psnr, psnr_from_mean_mse, psnr_from_mse
@@ -34,6 +35,7 @@ from .statistics import VARIANTS, ImageStatistics
 __all__ = [
     "RANGE_TOLERANCE",
     "accuracy",
+    "correct_predictions",
     "mean_accuracy",
     "per_attribute_accuracy",
     "is_multilabel",

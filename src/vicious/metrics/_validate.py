@@ -17,7 +17,7 @@ Conventions checked here (see ``docs/design.md``, "Metrics"):
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 
@@ -134,7 +134,7 @@ def validate_images(
     x: object,
     name: str = "x",
     *,
-    min_size: Optional[int] = None,
+    min_size: int | None = None,
     min_size_what: str = "SSIM window",
     check_range: bool = True,
 ) -> torch.Tensor:
@@ -162,9 +162,9 @@ def validate_pair(
     x_rec: object,
     names: Sequence[str] = ("x", "x_rec"),
     *,
-    min_size: Optional[int] = None,
+    min_size: int | None = None,
     min_size_what: str = "SSIM window",
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate an (original, reconstruction) pair of image batches.
 
     Both must pass :func:`validate_images`, have identical shapes and share a
@@ -190,7 +190,7 @@ def validate_pair(
     return a, b
 
 
-def prepare_images(x: torch.Tensor, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+def prepare_images(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Cast an already validated batch to its compute dtype and clamp to ``[0, 1]``."""
     dtype = dtype or compute_dtype(x)
     return x.to(dtype).clamp(0.0, 1.0)
@@ -201,8 +201,8 @@ def prepare_pair(
     x_rec: object,
     names: Sequence[str] = ("x", "x_rec"),
     *,
-    min_size: Optional[int] = None,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+    min_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate a pair, promote both to one compute dtype and clamp to ``[0, 1]``."""
     a, b = validate_pair(x, x_rec, names, min_size=min_size)
     dtype = compute_dtype(a, b)

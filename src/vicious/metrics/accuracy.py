@@ -19,7 +19,7 @@ import torch
 
 from ._validate import check_finite, check_tensor
 
-__all__ = ["accuracy", "mean_accuracy", "per_attribute_accuracy", "is_multilabel"]
+__all__ = ["accuracy", "correct_predictions", "mean_accuracy", "per_attribute_accuracy", "is_multilabel"]
 
 _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
@@ -83,6 +83,18 @@ def _validate(logits: object, labels: object) -> bool:
     )
 
 
+def correct_predictions(logits: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    r"""The kernel of :func:`accuracy`, unchecked: 0/1 per sample ``(N,)`` for class indices
+    ``(N,)``, per attribute ``(N, K)`` for 0/1 attributes ``(N, K)``.
+
+    For training loops and callers whose inputs are already checked: :func:`accuracy`'s
+    validation reads values back to the host, which stalls an accelerator every batch.
+    """
+    if labels.dim() == 2:
+        return ((logits > 0) == labels.bool()).to(dtype)
+    return (logits.argmax(dim=1) == labels.long()).to(dtype)
+
+
 def is_multilabel(logits: torch.Tensor, labels: torch.Tensor) -> bool:
     """Whether ``(logits, labels)`` describe a multilabel task (after validation)."""
     return _validate(logits, labels)
@@ -108,12 +120,8 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         ValueError: On a wrong shape, dtype, device, non-finite logits, or
             labels out of range.
     """
-    multilabel = _validate(logits, labels)
-    out_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    if multilabel:
-        pred = logits > 0
-        return (pred == labels.bool()).to(out_dtype)
-    return (logits.argmax(dim=1) == labels.long()).to(out_dtype)
+    _validate(logits, labels)
+    return correct_predictions(logits, labels, torch.float64 if logits.dtype == torch.float64 else torch.float32)
 
 
 def per_attribute_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ Bootstrap, ch. 13 (percentile intervals).
 
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ def bootstrap_ci(
     confidence: float = 0.95,
     num_resamples: int = 1000,
     seed: int = 0,
-) -> Tuple[float, float]:
+) -> tuple[float, float]:
     r"""Percentile-bootstrap interval for the mean of ``values``.
 
     Args:

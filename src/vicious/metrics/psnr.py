@@ -20,7 +20,6 @@ exceeds :data:`MAX_PSNR_DB` = 100 dB.
 from __future__ import annotations
 
 import numbers
-from typing import Union
 
 import torch
 from torch import nn
@@ -57,7 +56,7 @@ def psnr(x: torch.Tensor, x_rec: torch.Tensor) -> torch.Tensor:
     return _psnr_of(mse(x, x_rec))
 
 
-def psnr_from_mse(mse_value: Union[float, torch.Tensor]) -> torch.Tensor:
+def psnr_from_mse(mse_value: float | torch.Tensor) -> torch.Tensor:
     r"""PSNR in dB of a precomputed MSE (data range 1), elementwise.
 
     Handy for streaming evaluation: accumulate the sum of per-image MSE over

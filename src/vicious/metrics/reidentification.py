@@ -16,7 +16,7 @@ distance (e.g. exact duplicates of the source) do not push it down.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import torch
 
@@ -31,7 +31,7 @@ _SPACES = ("pixel", "principal")
 _TIE_RTOL = 1e-10
 
 
-def _check_topk(topk: Union[int, Sequence[int]]) -> Tuple[int, ...]:
+def _check_topk(topk: int | Sequence[int]) -> tuple[int, ...]:
     ks = (topk,) if isinstance(topk, int) and not isinstance(topk, bool) else topk
     try:
         ks = tuple(ks)  # type: ignore[arg-type]
@@ -47,14 +47,14 @@ def reidentification(
     x: torch.Tensor,
     x_rec: torch.Tensor,
     *,
-    gallery: Optional[torch.Tensor] = None,
-    source_index: Optional[torch.Tensor] = None,
-    topk: Union[int, Sequence[int]] = (1, 5),
+    gallery: torch.Tensor | None = None,
+    source_index: torch.Tensor | None = None,
+    topk: int | Sequence[int] = (1, 5),
     space: str = "pixel",
-    stats: Optional[ImageStatistics] = None,
+    stats: ImageStatistics | None = None,
     variance_fraction: float = 0.9,
     max_block_elements: int = 1 << 24,
-) -> Dict[str, float]:
+) -> dict[str, float]:
     r"""Top-k re-identification rate of reconstructions against a gallery.
 
     Args:

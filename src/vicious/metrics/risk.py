@@ -28,8 +28,6 @@ reconstruction gives a large but finite r.
 
 from __future__ import annotations
 
-from typing import Dict
-
 import torch
 
 from ._validate import check_finite, check_tensor, compute_dtype, validate_pair
@@ -83,7 +81,7 @@ def reconstruction_risk(
     _check_fraction(variance_fraction)
     a, b = validate_pair(x, x_rec)
     stats.check_images(a, "x")
-    k = stats._num_components(variant, variance_fraction)
+    k = stats.num_components(variant, variance_fraction)
     if k == 0:  # statistics built by hand or loaded: fit refuses images without variance
         raise ValueError("the statistics hold no variance (rank 0), so the reconstruction risk is undefined; "
                          "fit ImageStatistics on images that differ")
@@ -91,17 +89,17 @@ def reconstruction_risk(
     step = max(1, int(chunk_size))
     parts = []
     for start in range(0, a.shape[0], step):
-        xa = stats._flat(a[start : start + step])
-        xb = stats._flat(b[start : start + step])
+        xa = stats.flatten(a[start : start + step])
+        xb = stats.flatten(b[start : start + step])
         # one product for both distances: rows [x - x̄ ; x - x̃]
-        z = stats._project(torch.cat([xa - stats.mean, xa - xb]), k)
+        z = stats.project(torch.cat([xa - stats.mean, xa - xb]), k)
         d = z.pow(2).sum(dim=1).sqrt()
         m = xa.shape[0]
         parts.append(d[:m] / d[m:].clamp_min(RISK_EPS))
     return torch.cat(parts).to(device=a.device, dtype=out_dtype)
 
 
-def summarise_risk(r: torch.Tensor) -> Dict[str, float]:
+def summarise_risk(r: torch.Tensor) -> dict[str, float]:
     """Summary of per-image risks: ``{"mean": R, "median": ..., "frac_above_one": ...}``.
 
     Args:

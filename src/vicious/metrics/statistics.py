@@ -37,21 +37,24 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Iterable, Optional, Tuple, Union
+from collections.abc import Iterable
+from typing import Any
 
 import torch
+
+from vicious.files import format_bytes
 
 from ._validate import check_finite, check_tensor, check_unit_range, validate_images
 
 __all__ = ["ImageStatistics", "VARIANTS", "fit_memory"]
 
 #: Whitening variants understood by :meth:`ImageStatistics.whiten`.
-VARIANTS: Tuple[str, ...] = ("exact", "principal")
+VARIANTS: tuple[str, ...] = ("exact", "principal")
 
 _FORMAT = "vicious.metrics.ImageStatistics"
 _FORMAT_VERSION = "1"
 
-Device = Union[str, torch.device, None]
+Device = str | torch.device | None
 
 #: Total pixel variance below which images count as constant: round-off of a mean of equal
 #: values is ~1e-17, so ~1e-33 in variance; a one-level uint8 difference in one of a million
@@ -67,7 +70,7 @@ def fit_memory(num_features: int) -> int:
     return int(_FIT_MATRICES * 8 * num_features * num_features)
 
 
-def _device_memory(device: torch.device) -> Optional[int]:
+def _device_memory(device: torch.device) -> int | None:
     """Total memory of ``device`` in bytes, or None where it cannot be told."""
     try:
         if device.type == "cuda":
@@ -79,15 +82,7 @@ def _device_memory(device: torch.device) -> Optional[int]:
     return None
 
 
-def _bytes_text(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.3g} {unit}"
-        n /= 1000
-    return f"{n:.3g} TB"  # not reached
-
-
-def _check_fit_memory(shape: Tuple[int, ...], device: torch.device, memory_limit: Optional[int]) -> None:
+def _check_fit_memory(shape: tuple[int, ...], device: torch.device, memory_limit: int | None) -> None:
     d = int(math.prod(shape))
     need = fit_memory(d)
     limit = memory_limit if memory_limit is not None else _device_memory(device)
@@ -95,8 +90,8 @@ def _check_fit_memory(shape: Tuple[int, ...], device: torch.device, memory_limit
         side = max(8, int(math.sqrt(math.sqrt(limit / (_FIT_MATRICES * 8)) / shape[0])) // 8 * 8)
         raise ValueError(
             f"ImageStatistics.fit on {shape[0]}x{shape[1]}x{shape[2]} images (D = {d:,} pixels) would need about "
-            f"{_bytes_text(need)} for the D x D pixel covariance, more than "
-            f"{'memory_limit' if memory_limit is not None else f'the memory of {device}'} ({_bytes_text(limit)}); "
+            f"{format_bytes(need)} for the D x D pixel covariance, more than "
+            f"{'memory_limit' if memory_limit is not None else f'the memory of {device}'} ({format_bytes(limit)}); "
             f"use smaller images (about {side}x{side} or less, e.g. data.image_size={side})"
         )
 
@@ -198,7 +193,7 @@ class ImageStatistics:
         eigenvalues: torch.Tensor,
         eigenvectors: torch.Tensor,
         count: int,
-        shape: Tuple[int, int, int],
+        shape: tuple[int, int, int],
         rtol: float,
     ) -> None:
         d = int(math.prod(shape))
@@ -232,13 +227,13 @@ class ImageStatistics:
     @torch.no_grad()
     def fit(
         cls,
-        images_or_batches: Union[torch.Tensor, Iterable[Any]],
+        images_or_batches: torch.Tensor | Iterable[Any],
         *,
         device: Device = None,
         batch_size: int = 1024,
-        rtol: Optional[float] = None,
-        memory_limit: Optional[int] = None,
-    ) -> "ImageStatistics":
+        rtol: float | None = None,
+        memory_limit: int | None = None,
+    ) -> ImageStatistics:
         r"""Fit the mean and covariance of a set of images by streaming over it.
 
         Args:
@@ -277,14 +272,16 @@ class ImageStatistics:
                                          or memory_limit < 1):
             raise ValueError(f"memory_limit must be a positive number of bytes, got {memory_limit!r}")
 
-        shape: Optional[Tuple[int, int, int]] = None
-        dev: Optional[torch.device] = torch.device(device) if device is not None else None
+        shape: tuple[int, int, int] | None = None
+        dev: torch.device | None = torch.device(device) if device is not None else None
         n = 0
-        ref = total = gram = None
+        ref: torch.Tensor | None = None
+        total = gram = torch.empty(0)  # allocated with the first batch, once D is known
         for i, item in enumerate(_iter_batches(images_or_batches, batch_size)):
             b = _as_batch(item, i)
             if shape is None:
-                shape = tuple(int(s) for s in b.shape[1:])  # type: ignore[assignment]
+                channels, height, width = (int(s) for s in b.shape[1:])  # _as_batch: 4 dimensions
+                shape = (channels, height, width)
                 if dev is None:
                     dev = b.device
                 _check_fit_memory(shape, dev, memory_limit)  # before any D×D allocation
@@ -370,7 +367,7 @@ class ImageStatistics:
         return self._count
 
     @property
-    def shape(self) -> Tuple[int, int, int]:
+    def shape(self) -> tuple[int, int, int]:
         return self._shape  # type: ignore[return-value]
 
     @property
@@ -396,7 +393,7 @@ class ImageStatistics:
             f"device={self.device})"
         )
 
-    def to(self, device: Device) -> "ImageStatistics":
+    def to(self, device: Device) -> ImageStatistics:
         """A copy on ``device`` (this object is left unchanged)."""
         dev = torch.device(device) if device is not None else self.device
         return ImageStatistics(
@@ -426,7 +423,9 @@ class ImageStatistics:
         k = int((self._cumulative < f * (1.0 - 1e-12)).sum()) + 1
         return min(k, self.rank)
 
-    def _num_components(self, variant: str, variance_fraction: float) -> int:
+    def num_components(self, variant: str, variance_fraction: float = 0.9) -> int:
+        """Directions a variant keeps: all :attr:`rank` for ``"exact"``, else
+        :meth:`components_for` ``(variance_fraction)`` for ``"principal"``."""
         _check_variant(variant)
         if variant == "exact":
             _check_fraction(variance_fraction)  # validated for a uniform interface
@@ -443,11 +442,14 @@ class ImageStatistics:
             )
         return t
 
-    def _project(self, flat: torch.Tensor, k: int) -> torch.Tensor:
-        """``(M, D)`` float64 rows (already centred or differenced) -> ``(M, k)``."""
+    def project(self, flat: torch.Tensor, k: int) -> torch.Tensor:
+        """Whitened coordinates: ``(M, D)`` float64 rows (already centred or differenced) ->
+        ``(M, k)`` in the first ``k`` directions, each divided by its standard deviation."""
         return (flat @ self._eigenvectors[:, :k]).mul_(self._inv_sqrt[:k])
 
-    def _flat(self, x: torch.Tensor) -> torch.Tensor:
+    def flatten(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``(M, C, H, W)`` -> float64 rows ``(M, D)`` on the statistics' device, clamped
+        to [0, 1] (unchecked: :meth:`check_images` validates)."""
         flat = x.to(device=self.device).to(torch.float64)
         # In place (one (M, D) float64 temporary fewer), but never on the caller's tensor.
         flat = flat.clamp(0.0, 1.0) if flat is x else flat.clamp_(0.0, 1.0)
@@ -481,15 +483,15 @@ class ImageStatistics:
             decreasing variance. Computed on :attr:`device`.
         """
         t = self.check_images(x)
-        k = self._num_components(variant, variance_fraction)
+        k = self.num_components(variant, variance_fraction)
         out = []
         for start in range(0, t.shape[0], max(1, int(chunk_size))):
-            flat = self._flat(t[start : start + chunk_size]) - self._mean
-            out.append(self._project(flat, k))
+            flat = self.flatten(t[start : start + chunk_size]) - self._mean
+            out.append(self.project(flat, k))
         return torch.cat(out).to(t.device)
 
     # ----------------------------------------------------------- save/load
-    def save(self, path: Union[str, os.PathLike]) -> None:
+    def save(self, path: str | os.PathLike) -> None:
         """Write to a ``.safetensors`` file (tensors plus metadata; no pickle)."""
         from safetensors.torch import save_file
 
@@ -508,7 +510,7 @@ class ImageStatistics:
         save_file(tensors, os.fspath(path), metadata=metadata)
 
     @classmethod
-    def load(cls, path: Union[str, os.PathLike], *, device: Device = None) -> "ImageStatistics":
+    def load(cls, path: str | os.PathLike, *, device: Device = None) -> ImageStatistics:
         """Read a file written by :meth:`save`, onto ``device`` (default CPU).
 
         Raises:

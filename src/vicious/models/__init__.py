@@ -8,12 +8,14 @@ from torch import nn
 
 from vicious.models.decoder import WideResNetDecoder, outputs_to_probabilities
 from vicious.models.library import LibraryClassifier
+from vicious.models.own import OwnDecoder
 from vicious.models.wideresnet import WideResNetClassifier
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "wrn-classifier": WideResNetClassifier,
     "wrn-decoder": WideResNetDecoder,
-    "library-classifier": LibraryClassifier,  # torchvision:<name> or timm:<name>
+    "library-classifier": LibraryClassifier,  # torchvision:<name>, timm:<name> or module:callable
+    "own-decoder": OwnDecoder,  # module:callable
 }
 
 
@@ -33,18 +35,32 @@ def create_model(name: str, /, **kwargs) -> nn.Module:
 def create_classifier(architecture: str, *, depth: int, width: int, in_channels: int, num_outputs: int,
                       mean=(0.5,), std=(0.25,)) -> nn.Module:
     """F of ``model.classifier``: ``wrn`` (a WideResNet of ``depth`` and ``width``), or a
-    ``torchvision:<name>`` / ``timm:<name>`` network (depth and width unused)."""
+    ``torchvision:<name>`` / ``timm:<name>`` / ``module:callable`` network (depth and width unused)."""
     common = {"in_channels": in_channels, "num_outputs": num_outputs, "mean": mean, "std": std}
     if architecture == "wrn":
         return create_model("wrn-classifier", depth=depth, width=width, **common)
     return create_model("library-classifier", name=architecture, **common)
 
 
+def create_decoder(architecture: str, *, depth: int, width: int, num_inputs: int, out_channels: int,
+                   image_size: int, input_form: str = "raw", task: str = "multiclass",
+                   input_norm: bool = False) -> nn.Module:
+    """G of ``model.decoder``: ``wrn`` (the WideResNet decoder mirroring F's depth and width), or a
+    ``module:callable`` of the user's own (depth, width and input_norm unused)."""
+    common = {"num_inputs": num_inputs, "out_channels": out_channels, "image_size": image_size,
+              "input_form": input_form, "task": task}
+    if architecture == "wrn":
+        return create_model("wrn-decoder", depth=depth, width=width, input_norm=input_norm, **common)
+    return create_model("own-decoder", spec=architecture, **common)
+
+
 __all__ = [
     "LibraryClassifier",
+    "OwnDecoder",
     "WideResNetClassifier",
     "WideResNetDecoder",
     "create_classifier",
+    "create_decoder",
     "create_model",
     "model_names",
     "outputs_to_probabilities",

@@ -13,10 +13,10 @@ from typing import Literal
 import torch
 from torch import nn
 
+from vicious.data.types import Task
 from vicious.models.wideresnet import PreActBlock, blocks_per_group
 
 InputForm = Literal["raw", "softmax"]
-Task = Literal["multiclass", "multilabel"]
 
 
 class PreActUpBlock(PreActBlock):

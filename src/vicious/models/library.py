@@ -1,12 +1,13 @@
-"""Classifiers from other libraries as F: torchvision's and timm's image classifiers.
+"""Classifiers from elsewhere as F: torchvision's and timm's image classifiers, and the user's own.
 
 ``model.classifier`` names one as ``torchvision:<name>`` (e.g. ``torchvision:resnet18``, any of
 ``torchvision.models.list_models(module=torchvision.models)``) or ``timm:<name>`` (where timm
 is installed). The network is built untrained (``weights=None``: nothing is downloaded) with
 K outputs, behind the same input standardisation as the WideResNet (``mean``, ``std``
 buffers). torchvision's networks take 3 channels: a grey image is repeated into three;
-timm builds its stem for C channels itself. The vicious regime needs nothing more of F than
-its K logits, so any of them can be trained as vicious.
+timm builds its stem for C channels itself. ``module:callable`` is a network of the user's
+own (``vicious.models.own``: imported only where the user allowed it). The vicious regime
+needs nothing more of F than its K logits, so any of them can be trained as vicious.
 """
 
 from __future__ import annotations
@@ -16,18 +17,25 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from vicious.models.own import build_own, is_own
+
 LIBRARIES = ("torchvision", "timm")
 
 
 def split_name(name: str) -> tuple[str, str]:
     """``"torchvision:resnet18"`` -> ``("torchvision", "resnet18")``; a clear error otherwise."""
+    if is_own(name):
+        return "own", name
     library, _, model = name.partition(":")
     if library not in LIBRARIES or not model:
-        raise ValueError(f"model.classifier must be wrn, torchvision:<name> or timm:<name>, got {name!r}")
+        raise ValueError(f"model.classifier must be wrn, torchvision:<name>, timm:<name> or module:callable, "
+                         f"got {name!r}")
     return library, model
 
 
 def _backbone(library: str, model: str, in_channels: int, num_outputs: int) -> nn.Module:
+    if library == "own":
+        return build_own(model, in_channels=in_channels, num_outputs=num_outputs)
     if library == "torchvision":
         import torchvision.models as models
 
@@ -46,10 +54,10 @@ def _backbone(library: str, model: str, in_channels: int, num_outputs: int) -> n
 
 
 class LibraryClassifier(nn.Module):
-    """F: images (N, C, S, S) in [0, 1] -> logits (N, K), a torchvision or timm network.
+    """F: images (N, C, S, S) in [0, 1] -> logits (N, K), a torchvision, timm or own network.
 
     Args:
-        name: ``torchvision:<name>`` or ``timm:<name>``.
+        name: ``torchvision:<name>``, ``timm:<name>`` or ``module:callable``.
         in_channels: C, 1 or 3.
         num_outputs: K, classes or attributes.
         mean, std: per-channel statistics of the training images, applied inside.

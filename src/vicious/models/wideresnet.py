@@ -81,7 +81,7 @@ class WideResNetClassifier(nn.Module):
         widths = (16 * width, 32 * width, 64 * width)
         self.stem = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
         layers, channels = [], 16
-        for group, (out_channels, stride) in enumerate(zip(widths, (1, 2, 2))):
+        for out_channels, stride in zip(widths, (1, 2, 2)):
             for i in range(n):
                 layers.append(PreActBlock(channels, out_channels, stride if i == 0 else 1))
                 channels = out_channels
