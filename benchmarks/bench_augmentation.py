@@ -30,7 +30,7 @@ from reference_augmentation import build_aug_set, reference_augment  # noqa: E40
 from torchvision import transforms as T  # noqa: E402
 
 from vicious.data.augment import augment_batch  # noqa: E402
-from vicious.experiments.files import atomic_write_json  # noqa: E402
+from vicious.runs.files import atomic_write_json  # noqa: E402
 
 
 def median_seconds(fn, device: torch.device, repeats: int) -> float:

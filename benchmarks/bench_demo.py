@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from vicious.experiments.files import atomic_write_json
+from vicious.runs.files import atomic_write_json
 
 
 def vicious_command() -> list[str]:

@@ -35,10 +35,10 @@ from vicious.defences.calibration import (
 )
 from vicious.defences.shadow import reconstruction_measures
 from vicious.defences.suite import PRIMARY
-from vicious.experiments.files import atomic_write_json
-from vicious.experiments.runs import open_run
-from vicious.experiments.training import train_run
 from vicious.metrics import ImageStatistics
+from vicious.runs.files import atomic_write_json
+from vicious.runs.layout import open_run
+from vicious.runs.training import train_run
 
 # (name, regime, output form, seed, beta_R, beta_ent); honest runs ignore beta_R in F's training.
 POPULATION = [

@@ -58,7 +58,7 @@ from bench_training_throughput import (  # noqa: E402
 )
 
 from vicious.attack.batches import TensorImageDataset  # noqa: E402
-from vicious.experiments.files import atomic_write_json  # noqa: E402
+from vicious.runs.files import atomic_write_json  # noqa: E402
 
 
 def step_section(args, device, peak) -> list[dict]:
@@ -118,7 +118,7 @@ def syncs_section(args, device) -> dict:
     result = {"step": _count_syncs(caught, steps)}
     print(f"host-device synchronisations in {steps} bare steps: {result['step']}")
     # The same through Lightning's loop (train_run): 16 steps, then validation and checkpoints.
-    from vicious.experiments.training import train_run
+    from vicious.runs.training import train_run
 
     config = one_epoch_config(args, device)
     splits = synthetic_splits(16 * args.batch, 100 if args.smoke else 1000, 10)
@@ -138,8 +138,8 @@ def _count_syncs(caught, steps: int) -> dict:
 
 def one_epoch_config(args, device):
     """cifar10-vicious for one epoch, bf16 and channels-last, at the benchmark's batch size."""
-    from vicious.experiments.config import apply_overrides
-    from vicious.experiments.presets import get_preset
+    from vicious.config.presets import get_preset
+    from vicious.config.schema import apply_overrides
 
     overrides = ["train.epochs=1", "train.progress=false", "train.precision=bf16-mixed", "train.channels_last=true",
                  f"train.batch_size={args.batch}", f"train.accelerator={'gpu' if device.type == 'cuda' else 'cpu'}",
@@ -165,7 +165,7 @@ def synthetic_splits(train: int, val: int, test: int, channels: int = 3, size: i
 
 
 def epoch_section(args, device) -> dict:
-    from vicious.experiments.training import train_run
+    from vicious.runs.training import train_run
 
     train, val = (45_000, 5_000) if not args.smoke else (400, 100)
     config = one_epoch_config(args, device)

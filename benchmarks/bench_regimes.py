@@ -13,13 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from vicious.experiments.config import apply_overrides
-from vicious.experiments.demo import comparison_rows, format_table
-from vicious.experiments.evaluation import evaluate_run, fit_statistics
-from vicious.experiments.files import atomic_write_json
-from vicious.experiments.presets import get_preset
-from vicious.experiments.runs import load_splits, open_run
-from vicious.experiments.training import train_run
+from vicious.config.presets import get_preset
+from vicious.config.schema import apply_overrides
+from vicious.runs.evaluation import evaluate_run, fit_statistics
+from vicious.runs.files import atomic_write_json
+from vicious.runs.layout import load_splits, open_run
+from vicious.runs.training import train_run
+from vicious.studies.demo import comparison_rows, format_table
 
 REGIMES = ("honest", "vicious", "autoencoder")
 

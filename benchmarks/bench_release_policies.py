@@ -26,10 +26,10 @@ from vicious.defences.calibration import reference_config
 from vicious.defences.outputs import observed_form
 from vicious.defences.release import parse_policy
 from vicious.defences.release_evaluation import evaluate_policy, observed_outputs
-from vicious.experiments.evaluation import fit_statistics
-from vicious.experiments.files import atomic_write_json
-from vicious.experiments.runs import open_run
-from vicious.experiments.training import train_run
+from vicious.runs.evaluation import fit_statistics
+from vicious.runs.files import atomic_write_json
+from vicious.runs.layout import open_run
+from vicious.runs.training import train_run
 
 POLICIES = [
     "none", "top-1", "top-3", "label-only", "round-1", "round-2", "temperature-3",

@@ -36,7 +36,7 @@ import torch.nn.functional as nnf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from vicious.experiments.files import atomic_write_json  # noqa: E402
+from vicious.runs.files import atomic_write_json  # noqa: E402
 
 
 def synthetic_images(n: int, channels: int, size: int, seed: int, chunk: int = 2000) -> torch.Tensor:

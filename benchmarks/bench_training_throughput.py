@@ -10,7 +10,7 @@ and batched augmentation vs the per-image original.
   float32     the step as it ran before train.precision=auto: float32, NCHW, Adam's
               per-tensor (foreach) update
   auto        what train.precision=auto and train.channels_last=auto choose on this
-              machine (vicious.experiments.hardware), with the fused Adam training uses
+              machine (vicious.runs.hardware), with the fused Adam training uses
 
 for WRN-10-1 (the CPU presets), WRN-28-1 (the paper's MNIST model) and WRN-28-5 (the
 paper's model, batch 16 on a CPU), each with the ratio auto / float32.
@@ -62,10 +62,10 @@ from torchvision import transforms as T  # noqa: E402
 import vicious.attack.lightning_module as lightning_module  # noqa: E402
 from vicious.attack.batches import TensorImageDataset  # noqa: E402
 from vicious.attack.lightning_module import AttackModule  # noqa: E402
-from vicious.experiments.config import LossConfig, TrainConfig  # noqa: E402
-from vicious.experiments.files import atomic_write_json  # noqa: E402
-from vicious.experiments.hardware import numeric_plan  # noqa: E402
+from vicious.config.schema import LossConfig, TrainConfig  # noqa: E402
 from vicious.models import create_model  # noqa: E402
+from vicious.runs.files import atomic_write_json  # noqa: E402
+from vicious.runs.hardware import numeric_plan  # noqa: E402
 
 MODELS = {"small": (10, 1), "mnist": (28, 1), "paper": (28, 5)}  # (depth, width)
 

@@ -4,8 +4,8 @@ import pickle
 import pytest
 import torch
 
-from vicious.experiments.checkpoints import UnsafeFileError, load_state, load_weights, save_state, save_weights
 from vicious.models import create_model
+from vicious.runs.checkpoints import UnsafeFileError, load_state, load_weights, save_state, save_weights
 
 
 def test_nested_training_state_round_trips(tmp_path):

@@ -51,7 +51,7 @@ def test_demo_writes_metrics_picture_and_report(tmp_path, capsys):
 
 
 def test_significant_digits_drop_float32_noise():
-    from vicious.experiments.evaluation import significant
+    from vicious.runs.evaluation import significant
 
     assert significant({"accuracy": 0.8410000205039978, "ci": [17.488611221313477, 3]}) == {
         "accuracy": 0.841, "ci": [17.48861, 3]}

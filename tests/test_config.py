@@ -1,8 +1,8 @@
 import pytest
 import yaml
 
-from vicious.experiments.config import ConfigError, RunConfig, apply_overrides, load_config, save_config
-from vicious.experiments.presets import PRESETS, get_preset, preset_names
+from vicious.config.presets import PRESETS, get_preset, preset_names
+from vicious.config.schema import ConfigError, RunConfig, apply_overrides, load_config, save_config
 
 
 def test_overrides_are_typed_and_validated():

@@ -31,13 +31,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from vicious.experiments.checkpoints import load_state
-from vicious.experiments.config import apply_overrides
-from vicious.experiments.evaluation import evaluate_run
-from vicious.experiments.presets import get_preset
-from vicious.experiments.runs import open_run
-from vicious.experiments.training import train_run
+from vicious.config.presets import get_preset
+from vicious.config.schema import apply_overrides
 from vicious.metrics import accuracy, mse, ssim
+from vicious.runs.checkpoints import load_state
+from vicious.runs.evaluation import evaluate_run
+from vicious.runs.layout import open_run
+from vicious.runs.training import train_run
 
 BATCH = 40  # per process; 480 training images = 6 rounds of 2 x 40
 # The paper's constant rate: the figures in the docstring were measured with it (the one-cycle

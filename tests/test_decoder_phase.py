@@ -4,10 +4,10 @@ loss, batch for batch, as computing them through the frozen F at every step."""
 import torch
 
 from vicious.attack.lightning_module import AttackModule
-from vicious.experiments.config import LossConfig, TrainConfig
-from vicious.experiments.hardware import NumericPlan
-from vicious.experiments.training import frozen_outputs
+from vicious.config.schema import LossConfig, TrainConfig
 from vicious.models import create_model
+from vicious.runs.hardware import NumericPlan
+from vicious.runs.training import frozen_outputs
 
 
 def _pair():

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from vicious.experiments import hardware
-from vicious.experiments.config import TrainConfig
+from vicious.config.schema import TrainConfig
+from vicious.runs import hardware
 
 
 @pytest.mark.parametrize("capability, amx, bf16, expected", [
@@ -29,8 +29,8 @@ def test_explicit_settings_are_kept(monkeypatch):
 
 
 def test_the_choice_is_recorded_in_environment_json():
-    from vicious.experiments.config import RunConfig
-    from vicious.experiments.runs import environment_record
+    from vicious.config.schema import RunConfig
+    from vicious.runs.layout import environment_record
 
     record = environment_record(RunConfig())
     plan = hardware.numeric_plan(RunConfig().train)

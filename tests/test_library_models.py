@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from vicious.cli import main
+from vicious.config.schema import ConfigError, RunConfig
 from vicious.defences import SuiteSettings
 from vicious.defences.calibration import Calibration, Reference
-from vicious.experiments.checkpoints import read_safetensors_metadata
-from vicious.experiments.config import ConfigError, RunConfig
-from vicious.experiments.runs import build_models, load_splits
 from vicious.models import LibraryClassifier
+from vicious.runs.checkpoints import read_safetensors_metadata
+from vicious.runs.layout import build_models, load_splits
 
 pytest.importorskip("torchvision")
 
@@ -83,7 +83,7 @@ def test_an_unusable_library_model_is_one_line(name, message):
 
 
 def test_the_classifier_key_is_validated():
-    from vicious.experiments.config import validate_config
+    from vicious.config.schema import validate_config
 
     with pytest.raises(ConfigError, match="model.classifier"):
         validate_config({"model": {"classifier": "torchvision:resnet18; rm"}})

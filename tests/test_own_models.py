@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from vicious.cli import main
-from vicious.experiments.checkpoints import read_safetensors_metadata
-from vicious.experiments.config import ConfigError, validate_config
-from vicious.experiments.runs import build_models, load_splits, open_run
+from vicious.config.schema import ConfigError, validate_config
 from vicious.models.own import ENV_VAR, allow_import, is_own
+from vicious.runs.checkpoints import read_safetensors_metadata
+from vicious.runs.layout import build_models, load_splits, open_run
 
 TINY = ["--set", "data.train_limit=200", "--set", "data.val_limit=100", "--set", "data.test_limit=100",
         "--set", "train.epochs=1", "--set", "train.batch_size=50", "--set", "train.progress=false"]

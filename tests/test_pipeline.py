@@ -11,8 +11,8 @@ from piq import ssim as piq_ssim
 
 from vicious.attack.batches import EpochSeededSampler, ShardSampler, TensorDataModule, TensorImageDataset, make_loader
 from vicious.attack.lightning_module import AttackModule, _float32
+from vicious.config.schema import LossConfig
 from vicious.data import Split
-from vicious.experiments.config import LossConfig
 from vicious.models import create_model
 
 # Steps run outside a Trainer here, where self.log only warns.
@@ -177,9 +177,9 @@ def test_gpu_path_switches_run_through_train_run(tmp_path):
     accumulation are accepted end to end; accumulation halves the optimiser steps."""
     import csv
 
-    from vicious.experiments.config import apply_overrides
-    from vicious.experiments.presets import get_preset
-    from vicious.experiments.training import train_run
+    from vicious.config.presets import get_preset
+    from vicious.config.schema import apply_overrides
+    from vicious.runs.training import train_run
 
     config = apply_overrides(get_preset("fashion-mnist-vicious-small"), [
         "data.train_limit=100", "data.val_limit=50", "data.test_limit=50", "train.epochs=1", "train.batch_size=25",

@@ -21,13 +21,13 @@ from typing import Any, Literal
 
 import torch
 
+from vicious.config.presets import get_preset
+from vicious.config.schema import RunConfig, apply_overrides, load_config
 from vicious.defences.calibration import REFERENCE_EPOCHS, REFERENCE_IMAGES
 from vicious.defences.calibration import calibrate as calibrate_references
 from vicious.defences.release import ReleasePolicy, parse_policy
 from vicious.defences.suite import SuiteSettings
-from vicious.experiments.config import RunConfig, apply_overrides, load_config
-from vicious.experiments.presets import get_preset
-from vicious.experiments.runs import TrainedRun, open_run
+from vicious.runs.layout import TrainedRun, open_run
 
 __all__ = ["SuiteSettings", "TrainedRun", "audit", "calibrate", "config", "evaluate", "load", "reconstruct",
            "release", "train"]
@@ -47,8 +47,8 @@ def train(config_or_preset: RunConfig | str, out: str | Path, *, set: Mapping[st
           resume: bool = False, evaluate: bool = True) -> TrainedRun:
     """Train a classifier/decoder pair into the run folder ``out`` (``resume``: continue an
     interrupted one), measure it on the test split unless ``evaluate=False``, and return it."""
-    from vicious.experiments.evaluation import evaluate_run
-    from vicious.experiments.training import train_run
+    from vicious.runs.evaluation import evaluate_run
+    from vicious.runs.training import train_run
 
     resolved = config(config_or_preset, set=set) if isinstance(config_or_preset, str) else \
         apply_overrides(config_or_preset, dict(set or {}))
@@ -67,7 +67,7 @@ def load(path: str | Path) -> TrainedRun:
 def evaluate(run: TrainedRun | str | Path) -> dict:
     """Measure a run on its test split (accuracy, MSE, PSNR, SSIM, R, re-identification, the
     label-only floor); writes and returns ``metrics.json``."""
-    from vicious.experiments.evaluation import evaluate_run
+    from vicious.runs.evaluation import evaluate_run
 
     return evaluate_run(run if isinstance(run, TrainedRun) else Path(run))
 
@@ -79,8 +79,8 @@ def reconstruct(run: TrainedRun, images: torch.Tensor, *, policy: str | ReleaseP
     (``N×C×H×W`` in [0, 1]). ``policy``: a release policy (``"top-1"``, ``"label-only"``,
     ...) applied to the outputs before G sees them, as a careful user would apply it before
     sending them."""
-    from vicious.experiments.evaluation import reconstruct as forward
     from vicious.metrics._validate import validate_images
+    from vicious.runs.evaluation import reconstruct as forward
 
     info, size = run.splits.info, run.config.data.image_size
     validate_images(images, "images")

@@ -133,7 +133,7 @@ def test_the_sandbox_changes_no_score_and_no_verdict(tmp_path, calibration_file,
 
 
 def test_the_sandbox_limits_default_as_the_command_line_says():
-    from vicious.defences import cli
+    from vicious.cli import defences as cli
     from vicious.defences.sandbox import SandboxLimits
 
     limits = SandboxLimits()
@@ -148,7 +148,7 @@ def test_an_audit_folder_in_use_is_refused_and_left_as_it_was(tmp_path, calibrat
 
     model, out = tmp_path / "model.onnx", tmp_path / "audit"
     export_onnx(tiny_classifier(), model)
-    hold = ("import sys\nfrom vicious.experiments.locks import folder_lock\n"
+    hold = ("import sys\nfrom vicious.runs.locks import folder_lock\n"
             "with folder_lock(sys.argv[1]):\n    print('held', flush=True)\n    sys.stdin.read()\n")
     other = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              text=True)

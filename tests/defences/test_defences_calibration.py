@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from vicious.config.schema import ConfigError
 from vicious.defences import SuiteSettings
 from vicious.defences.calibration import Calibration, Reference, calibration_path, thresholds_from
 from vicious.defences.suite import PRIMARY
-from vicious.experiments.config import ConfigError
 
 
 def test_thresholds_are_mean_plus_two_and_four_standard_deviations():

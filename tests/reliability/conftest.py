@@ -6,7 +6,7 @@ import pytest
 from reliability_helpers import ONE_EPOCH
 
 from vicious.cli import main
-from vicious.experiments import training
+from vicious.runs import training
 
 
 @pytest.fixture(scope="session")

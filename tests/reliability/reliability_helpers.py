@@ -39,7 +39,7 @@ ONE_EPOCH = [
     "--set", "train.epochs=1", "--set", "train.batch_size=50", "--set", "train.progress=false",
     "--set", "data.augment=false", "--set", "train.accelerator=cpu",
 ]
-_PRELOAD = ["vicious.cli", "vicious.experiments.training", "vicious.experiments.evaluation", "reliability_helpers"]
+_PRELOAD = ["vicious.cli", "vicious.runs.training", "vicious.runs.evaluation", "reliability_helpers"]
 
 
 @functools.cache

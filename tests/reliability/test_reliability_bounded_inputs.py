@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 import vicious
 from vicious.cli import main
-from vicious.experiments.config import RunConfig, apply_overrides, load_config, parse_override
+from vicious.config.schema import RunConfig, apply_overrides, load_config, parse_override
 from vicious.metrics import ImageStatistics
 
 PRESET = "fashion-mnist-vicious-small"
@@ -302,13 +302,13 @@ def test_nan_weights_are_blamed_on_the_weights_file(run, tmp_path, capsys):
     ((0, 1, 0.1), 10), ((0.0, 1e300, 1e-300), math.inf),
 ])
 def test_range_lengths_are_arithmetic(bounds, count):
-    from vicious.experiments.sweep import range_length
+    from vicious.studies.sweep import range_length
 
     assert range_length(*bounds) == count
 
 
 def test_a_saved_string_that_looks_like_a_float_reads_back_as_text(tmp_path):
-    from vicious.experiments.config import save_config
+    from vicious.config.schema import save_config
 
     config = apply_overrides(RunConfig(), {"data.root": "1e5"})
     save_config(config, tmp_path / "config.yaml")

@@ -10,8 +10,8 @@ import stat
 import pytest
 
 from vicious.cli import main
-from vicious.experiments import files
-from vicious.experiments.files import atomic_write_bytes, atomic_write_json, check_writable
+from vicious.runs import files
+from vicious.runs.files import atomic_write_bytes, atomic_write_json, check_writable
 
 TRAIN = ["train", "--preset", "fashion-mnist-vicious-small", "--set", "train.progress=false"]
 

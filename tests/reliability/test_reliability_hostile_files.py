@@ -31,10 +31,10 @@ import vicious
 from vicious.cli import main
 from vicious.data import safe_extract
 from vicious.data.archives import ArchiveTooLargeError
-from vicious.experiments.checkpoints import UnsafeFileError, load_state, save_state
-from vicious.experiments.files import check_writable
-from vicious.experiments.locks import HOLDER_FILE, LOCK_FILE, folder_lock, holder
-from vicious.experiments.sweep import cell_state
+from vicious.runs.checkpoints import UnsafeFileError, load_state, save_state
+from vicious.runs.files import check_writable
+from vicious.runs.locks import HOLDER_FILE, LOCK_FILE, folder_lock, holder
+from vicious.studies.sweep import cell_state
 
 RESUME = ["train", "--resume", "--no-evaluate", "--out"]
 PRESET = "fashion-mnist-vicious-small"
@@ -306,7 +306,7 @@ def test_archive_caps_on_members_and_on_the_bytes_that_come_out(tmp_path):
 
 # -- one writer per folder ----------------------------------------------------------------
 
-_HOLD = ("import sys\nfrom vicious.experiments.locks import folder_lock\n"
+_HOLD = ("import sys\nfrom vicious.runs.locks import folder_lock\n"
          "with folder_lock(sys.argv[1]):\n    print('held', flush=True)\n    sys.stdin.read()\n")
 
 

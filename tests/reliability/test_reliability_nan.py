@@ -10,10 +10,10 @@ import torch
 
 from vicious.attack import lightning_module
 from vicious.cli import main
-from vicious.experiments import training
-from vicious.experiments.checkpoints import load_state
-from vicious.experiments.config import ConfigError, apply_overrides
-from vicious.experiments.presets import get_preset
+from vicious.config.presets import get_preset
+from vicious.config.schema import ConfigError, apply_overrides
+from vicious.runs import training
+from vicious.runs.checkpoints import load_state
 
 # 100 images in batches of 50, no augmentation: 2 training batches per epoch. A constant
 # learning rate, so that the 1-epoch reference run's first epoch is the 2-epoch run's.

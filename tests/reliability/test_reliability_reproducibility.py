@@ -13,8 +13,8 @@ from reliability_helpers import assert_same_weights, metrics, weights
 
 import vicious
 from vicious.cli import main
-from vicious.experiments.config import apply_overrides, load_config
-from vicious.experiments.presets import get_preset
+from vicious.config.presets import get_preset
+from vicious.config.schema import apply_overrides, load_config
 
 OVERRIDES = {"data.train_limit": 100, "data.val_limit": 50, "data.test_limit": 50, "data.image_size": 16,
              "train.epochs": 1, "train.batch_size": 50, "train.progress": False, "train.accelerator": "cpu",

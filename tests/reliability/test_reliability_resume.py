@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from reliability_helpers import TINY, assert_same_weights, finish, kill_when_hung, launch, metrics, weights
 
-from vicious.experiments.checkpoints import load_state
+from vicious.runs.checkpoints import load_state
 
 VICIOUS = ["train", "--preset", "fashion-mnist-vicious-small", *TINY]
 HONEST = ["train", "--preset", "fashion-mnist-honest-small", *TINY, "--set", "train.decoder_epochs=2"]
@@ -124,9 +124,9 @@ def test_a_run_moved_to_another_folder_resumes_with_its_selection(tmp_path, monk
     import torch
 
     from vicious.attack import lightning_module
-    from vicious.experiments.config import apply_overrides
-    from vicious.experiments.presets import get_preset
-    from vicious.experiments.training import train_run
+    from vicious.config.presets import get_preset
+    from vicious.config.schema import apply_overrides
+    from vicious.runs.training import train_run
 
     config = apply_overrides(get_preset("fashion-mnist-vicious-small"), {
         "data.train_limit": 100, "data.val_limit": 50, "data.test_limit": 50, "data.augment": False,

@@ -24,8 +24,8 @@ from vicious.cli import main
 from vicious.data import load_dataset
 from vicious.data.errors import DatasetCorruptError
 from vicious.data.mnist import EMBEDDED_DIR
-from vicious.experiments.checkpoints import UnsafeFileError, load_state, load_weights
 from vicious.models import create_model
+from vicious.runs.checkpoints import UnsafeFileError, load_state, load_weights
 
 SOURCE = Path(vicious.__file__).parent
 

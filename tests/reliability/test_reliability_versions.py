@@ -68,7 +68,7 @@ def test_a_checkpoint_from_another_version_is_refused_naming_both(copy, capsys):
 def test_a_run_with_the_older_checkpoint_names_resumes(copy):
     """Runs of earlier commits named their checkpoints ``last.ckpt`` and ``best.ckpt``, and
     their callback state names those files: such a run still resumes."""
-    from vicious.experiments.checkpoints import load_state, save_state
+    from vicious.runs.checkpoints import load_state, save_state
 
     _interrupted(copy)
     folder = copy / "checkpoints" / "joint"

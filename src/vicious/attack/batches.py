@@ -21,6 +21,9 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from vicious.seeding import epoch_seed
+from vicious.seeding import generator as seeded_generator
+
 
 class TensorImageDataset(Dataset):
     """(images uint8 N×C×H×W, labels) held as tensors, on any device."""
@@ -86,7 +89,7 @@ class EpochSeededSampler(Sampler[int]):
 
     def indices(self) -> torch.Tensor:
         """This process's indices for the current epoch, (len(self),) int64."""
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        generator = seeded_generator(epoch_seed(self.seed, self.epoch))
         order = torch.randperm(self.length, generator=generator)
         if self.world_size == 1:
             return order

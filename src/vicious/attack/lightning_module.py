@@ -14,11 +14,13 @@ import torch
 from torchmetrics import MeanMetric
 
 from vicious.attack.objective import output_entropy, reconstruction_loss, task_loss
+from vicious.config.regimes import PHASE_TRAINS, Phase, selection_terms
+from vicious.config.schema import LossConfig
 from vicious.data.augment import with_augmented_copies
-from vicious.experiments.config import LossConfig
-from vicious.experiments.regimes import PHASE_TRAINS, Phase, selection_terms
 from vicious.metrics.accuracy import correct_predictions
 from vicious.metrics.ssim import ssim_separable
+from vicious.seeding import batch_seed
+from vicious.seeding import generator as seeded_generator
 
 
 class TrainingDiverged(RuntimeError):
@@ -33,7 +35,7 @@ def _float32(device: torch.device):
 
 def selection_score(phase: Phase, loss: LossConfig, accuracy: torch.Tensor, mse: torch.Tensor, ssim: torch.Tensor):
     """Validation score to minimise (docs/method.md, "Model selection"; the weights per phase:
-    ``vicious.experiments.regimes``)."""
+    ``vicious.config.regimes``)."""
     counts_accuracy, counts_reconstruction = selection_terms(phase, loss.beta_c)
     reconstruction = loss.alpha_ssim * (1 - ssim) + loss.alpha_huber * mse
     if not counts_reconstruction:
@@ -48,7 +50,7 @@ class AttackModule(L.LightningModule):
         (``torch.load``) cannot read."""
         raise TypeError(
             f"{checkpoint_path} is a vicious checkpoint (safetensors, not a pickle): open the finished run with "
-            "vicious.api.load(RUN), or read the file with vicious.experiments.checkpoints.load_state"
+            "vicious.api.load(RUN), or read the file with vicious.runs.checkpoints.load_state"
         )
 
     def __init__(
@@ -116,9 +118,8 @@ class AttackModule(L.LightningModule):
             # Seeded by position, not by a running RNG, so a resumed run draws the same copies;
             # by the global batch number (see EpochSeededSampler), so w DDP processes draw the
             # copies one process draws with accumulate_grad_batches=w.
-            generator = torch.Generator(device=images.device)
             global_batch = batch_idx * self.world_size + self.global_rank
-            generator.manual_seed(hash((self.seed, self.current_epoch, global_batch)) % 2**62)
+            generator = seeded_generator(batch_seed(self.seed, self.current_epoch, global_batch), images.device)
             with _float32(images.device):
                 images, labels = with_augmented_copies(images, labels, generator=generator)
         cfg = self.loss_config

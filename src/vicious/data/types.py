@@ -12,6 +12,8 @@ from typing import Literal
 
 import torch
 
+from vicious.seeding import generator
+
 Task = Literal["multiclass", "multilabel"]
 
 
@@ -90,8 +92,7 @@ class Split:
             raise ValueError(f"subset size must be >= 0, got {n}")
         if n >= len(self):
             return self
-        generator = torch.Generator().manual_seed(seed)
-        index = torch.randperm(len(self), generator=generator)[:n].sort().values
+        index = torch.randperm(len(self), generator=generator(seed))[:n].sort().values
         return Split(self.images[index], self.labels[index])
 
 

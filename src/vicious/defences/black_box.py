@@ -277,7 +277,7 @@ def _check_torchscript_archive(path: Path, limits: SandboxLimits) -> None:
 
 
 def _run_weights(path: Path) -> Path:
-    from vicious.experiments.runs import CLASSIFIER_FILE
+    from vicious.runs.layout import CLASSIFIER_FILE
 
     return path / CLASSIFIER_FILE
 
@@ -288,8 +288,8 @@ def _weights_request(path: Path, info: DatasetInfo, image_size: int) -> dict[str
     from the auditor's dataset."""
     from pydantic import ValidationError
 
-    from vicious.experiments.checkpoints import read_safetensors_metadata
-    from vicious.experiments.config import ModelConfig, format_validation_error
+    from vicious.config.schema import ModelConfig, format_validation_error
+    from vicious.runs.checkpoints import read_safetensors_metadata
 
     metadata = read_safetensors_metadata(path)
     missing = [k for k in ("dataset", "image_size", "classifier", "depth", "width", "output") if k not in metadata]
@@ -334,8 +334,8 @@ def _run_request(path: Path, info: DatasetInfo, image_size: int) -> dict[str, An
     """What the worker needs to rebuild a run's classifier: the architecture and output form
     from the run's config (read by the project's validating loader), channels and K from the
     auditor's dataset. The run's data settings (root, download) are never used."""
-    from vicious.experiments.config import ConfigError, load_config
-    from vicious.experiments.runs import CLASSIFIER_FILE, CONFIG_FILE, weights_metadata
+    from vicious.config.schema import ConfigError, load_config
+    from vicious.runs.layout import CLASSIFIER_FILE, CONFIG_FILE, weights_metadata
 
     if not (path / CONFIG_FILE).is_file():
         raise ConfigError(f"{path} is not a run directory (no {CONFIG_FILE}); train one with 'vicious train'")

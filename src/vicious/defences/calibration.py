@@ -42,17 +42,17 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import vicious
+from vicious.config.schema import ConfigError, RunConfig, apply_overrides, format_validation_error
 from vicious.data import DatasetSplits, cache_root, load_dataset
 from vicious.defences.black_box import open_classifier
 from vicious.defences.suite import PRIMARY, SuiteSettings, score_classifier
-from vicious.experiments.config import ConfigError, RunConfig, apply_overrides, format_validation_error
-from vicious.experiments.files import atomic_write_json
+from vicious.runs.files import atomic_write_json
 
 Verdict = Literal["likely-honest", "inconclusive", "likely-vicious"]
 DECIDING_DETECTORS = ("excess_leakage", "sensitivity")
 HONEST_SIGMAS, VICIOUS_SIGMAS = 2.0, 4.0
 # The honest population of benchmarks/bench_detectors.py is trained the same way.
-REFERENCE_IMAGES, REFERENCE_EPOCHS = 5000, 4  # also in vicious.defences.cli
+REFERENCE_IMAGES, REFERENCE_EPOCHS = 5000, 4  # also in vicious.cli.defences
 
 
 class Thresholds(BaseModel):
@@ -150,7 +150,7 @@ def reference_config(
     overrides: dict | None = None,
 ) -> RunConfig:
     """A CPU-sized run (WRN-10-1, ``train_limit`` images without augmentation, batch 64)."""
-    from vicious.experiments.presets import get_preset
+    from vicious.config.presets import get_preset
 
     name = f"{dataset}-{regime}" + ("-softmax" if output == "softmax" else "") + "-small"
     return apply_overrides(get_preset(name), {
@@ -180,7 +180,7 @@ def calibrate(
     echo: Callable[[str], None] = print,
 ) -> tuple[Calibration, Path]:
     """Train (or reuse) ``num_models`` honest references, score them, save the calibration."""
-    from vicious.experiments.training import train_run
+    from vicious.runs.training import train_run
 
     settings = settings or SuiteSettings()
     if num_models < 2:

@@ -35,6 +35,7 @@ from vicious.defences.output_statistics import group_ids
 from vicious.defences.outputs import label_features, log_odds, predicted_labels, probabilities
 from vicious.defences.shadow import ShadowDecoder, decode, fit_decoder, reconstruction_measures
 from vicious.metrics import ImageStatistics
+from vicious.seeding import generator, seeded_initialisation
 
 
 @dataclass
@@ -103,7 +104,7 @@ class ExcessLeakage(Detector):
         images = check_images(images, classifier, minimum=8)
         outputs = classifier(images) if outputs is None else outputs
         n_eval = max(2, round(len(images) * self.eval_fraction))
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
+        order = torch.randperm(len(images), generator=generator(self.seed))
         train, held_out = order[n_eval:], order[:n_eval]
         statistics = self.statistics or ImageStatistics.fit(images[train])
         labels = label_features(outputs, classifier.form, classifier.task)
@@ -116,8 +117,7 @@ class ExcessLeakage(Detector):
         }
         target, details, examples = images[held_out], {}, {"images": images[held_out][: self.num_examples]}
         for name, (fit_on, measure_on) in features.items():
-            with torch.random.fork_rng():  # same initialisation stream for both decoders
-                torch.manual_seed(self.seed)
+            with seeded_initialisation(self.seed):  # same initialisation stream for both decoders
                 decoder = ShadowDecoder(fit_on.shape[1], classifier.input_shape, self.hidden)
             fit_decoder(decoder, fit_on, images[train], epochs=self.epochs, batch_size=self.batch_size,
                         lr=self.lr, seed=self.seed)

@@ -74,8 +74,8 @@ def load_run_weights(path: Path, request: dict[str, Any]) -> Predict:
     """A run's classifier, built from the architecture the parent read off the run's config
     (or the weights file's metadata) and the auditor's dataset (channels, K), with the
     weights in ``path`` (safetensors)."""
-    from vicious.experiments.checkpoints import load_weights
     from vicious.models import create_classifier, outputs_to_probabilities
+    from vicious.runs.checkpoints import load_weights
 
     classifier = create_classifier(
         str(request.get("classifier", "wrn")), depth=int(request["depth"]), width=int(request["width"]),

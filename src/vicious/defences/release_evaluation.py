@@ -21,12 +21,13 @@ import torch
 from torch import nn
 
 from vicious.attack.objective import reconstruction_loss
+from vicious.config.schema import LossConfig
 from vicious.defences.outputs import Form
 from vicious.defences.release import ReleasePolicy
 from vicious.defences.shadow import decode, fit_decoder, reconstruction_measures
-from vicious.experiments.config import LossConfig
 from vicious.metrics import ImageStatistics, correct_predictions
 from vicious.models import outputs_to_probabilities
+from vicious.seeding import generator
 
 
 def observed_decoder(decoder: nn.Module) -> nn.Module:
@@ -66,7 +67,7 @@ def evaluate_policy(
     """
     loss = loss or LossConfig()
     outputs, images, labels = test
-    released = policy(outputs, form, "multiclass", torch.Generator().manual_seed(seed))
+    released = policy(outputs, form, "multiclass", generator(seed))
     result = {"policy": policy.name, "accuracy": float(correct_predictions(released, labels).mean())}
     trained = observed_decoder(decoder)
     result["trained"] = reconstruction_measures(images, decode(trained, released), statistics, variance_fraction)

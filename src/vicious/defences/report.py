@@ -6,7 +6,7 @@ import html
 
 import torch
 
-from vicious.experiments.figures import figure_png, plt, png_img, reconstruction_grid
+from vicious.figures import figure_png, plt, png_img, reconstruction_grid
 from vicious.pages import html_page
 
 _COLOURS = {"likely-honest": "#1a7f37", "inconclusive": "#9a6700", "likely-vicious": "#cf222e"}

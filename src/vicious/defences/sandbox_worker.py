@@ -104,7 +104,7 @@ def main() -> int:
     if request["kind"] == "onnx":
         import onnxruntime  # noqa: F401 - imported before "started": libraries, not the model's time
     elif request["kind"] == "run":
-        import vicious.experiments.checkpoints  # noqa: F401
+        import vicious.runs.checkpoints  # noqa: F401
     _send(proto_out, {"op": "started"})
     try:
         predict, meta = model_formats.load(request, Path(request["path"]))

@@ -36,6 +36,7 @@ from vicious.defences.black_box import BlackBox
 from vicious.defences.detector import Detector, check_images
 from vicious.defences.output_statistics import group_ids
 from vicious.defences.outputs import log_odds, predicted_labels, probabilities
+from vicious.seeding import generator
 
 Perturbation = Callable[[torch.Tensor], torch.Tensor]
 
@@ -52,8 +53,7 @@ def perturbations(noise_sigma: float = 0.03, blur_sigma: float = 0.5, seed: int 
     """The label-preserving changes, each images (N, C, H, W) in [0, 1] -> same shape, in [0, 1]."""
 
     def noise(images: torch.Tensor) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(seed)
-        return (images + noise_sigma * torch.randn(images.shape, generator=generator)).clamp(0, 1)
+        return (images + noise_sigma * torch.randn(images.shape, generator=generator(seed))).clamp(0, 1)
 
     return {
         "noise": noise,

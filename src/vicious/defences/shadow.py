@@ -17,6 +17,7 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from vicious.metrics import ImageStatistics, mse, psnr_from_mse, reconstruction_risk
+from vicious.seeding import generator
 
 
 class ShadowDecoder(nn.Module):
@@ -61,14 +62,14 @@ def fit_decoder(
         raise ValueError(f"{len(features)} feature rows but {len(images)} images")
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
-    generator = torch.Generator().manual_seed(seed)
+    draws = generator(seed)
     optimiser = torch.optim.Adam(decoder.parameters(), lr=lr)
     decoder.train()
     for _ in range(epochs):
-        order = torch.randperm(len(features), generator=generator)
+        order = torch.randperm(len(features), generator=draws)
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
-            batch = features[index] if transform is None else transform(features[index], generator)
+            batch = features[index] if transform is None else transform(features[index], draws)
             value = loss(decoder(batch), images[index])
             optimiser.zero_grad(set_to_none=True)
             value.backward()

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from vicious.config.schema import ConfigError, format_validation_error
 from vicious.defences.black_box import BlackBox
 from vicious.defences.detector import Detector, check_images
 from vicious.defences.excess_leakage import ExcessLeakage, LeakageAssessment
 from vicious.defences.output_statistics import OutputStatistics
 from vicious.defences.outputs import predicted_labels
 from vicious.defences.sensitivity import Sensitivity
-from vicious.experiments.config import ConfigError, format_validation_error
 
 
 class SuiteSettings(BaseModel):

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vicious.seeding import generator
+
 from ._validate import check_finite
 
 __all__ = ["bootstrap_ci"]
@@ -65,7 +67,7 @@ def bootstrap_ci(
     check_finite(v, "values")
 
     n = v.numel()
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+    gen = generator(seed)
     step = max(1, (1 << 22) // n)  # bound the index matrix to ~4M entries
     means = []
     for start in range(0, num_resamples, step):

@@ -35,7 +35,7 @@ _MODULE = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
 
 def is_own(spec: str) -> bool:
     """Whether ``spec`` names code of the user's own (``module:callable``; its syntax is
-    checked with the config, ``vicious.experiments.config.OWN_SPEC``)."""
+    checked with the config, ``vicious.config.schema.OWN_SPEC``)."""
     module, colon, attribute = spec.partition(":")
     return bool(colon and attribute) and re.fullmatch(_MODULE, module) is not None and module not in ("torchvision", "timm")
 
