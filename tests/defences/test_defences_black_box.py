@@ -129,3 +129,27 @@ def test_an_onnx_model_without_its_data_file_says_how_to_export_one_file(tmp_pat
     with open_classifier(tmp_path / "model.onnx", fashion_info) as box, torch.no_grad():
         x = torch.rand(3, 1, 32, 32)
         torch.testing.assert_close(box(x), model(x), atol=1e-4, rtol=1e-4)
+    # The data file of another, smaller export beside it: named, before anything is loaded.
+    data = (tmp_path / "model.onnx.data").read_bytes()
+    (tmp_path / "model.onnx.data").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=rf"reads [\d,]+ bytes of tensors from 'model.onnx.data', which holds "
+                                         rf"{len(data) // 2:,}: a data file of another export"):
+        open_classifier(tmp_path / "model.onnx", fashion_info)
+
+
+def test_an_external_tensor_with_a_crafted_offset_is_refused_unread(tmp_path, fashion_info):
+    import warnings
+
+    import onnx
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(tiny_classifier(), (torch.rand(4, 1, 32, 32),), str(tmp_path / "model.onnx"), dynamo=True,
+                          external_data=True, verbose=False)
+    model = onnx.load(str(tmp_path / "model.onnx"), load_external_data=False)
+    entries = [e for t in model.graph.initializer for e in t.external_data if e.key == "offset"]
+    assert entries  # the exporter records where each tensor starts
+    entries[0].value = "-5"
+    onnx.save(model, str(tmp_path / "model.onnx"))
+    with pytest.raises(ValueError, match=r"an external tensor whose offset is b'-5', not a byte count"):
+        open_classifier(tmp_path / "model.onnx", fashion_info)

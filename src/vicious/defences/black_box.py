@@ -236,8 +236,13 @@ def _onnx_external_files(path: Path, limits: SandboxLimits) -> dict[str, Path]:
         if not file.is_file():
             raise ValueError(f"{path} keeps its tensors in {shown!r}, which is not a file next to it; copy it there, "
                              "or export the model as one file (torch.onnx.export(..., external_data=False))")
+        size = file.stat().st_size
+        if size < locations[location]:
+            raise ValueError(f"{path} reads {locations[location]:,} bytes of tensors from {shown!r}, which holds "
+                             f"{size:,}: a data file of another export; export the model again, as one file "
+                             "(torch.onnx.export(..., external_data=False))")
         files[relative.as_posix()] = file
-        total += file.stat().st_size
+        total += size
     if total > limits.memory_bytes:
         raise ValueError(f"{path} and its data files take {format_bytes(total)}, more than the memory limit of "
                          f"{format_bytes(limits.memory_bytes)}; raise --memory-limit if it is legitimately that large")

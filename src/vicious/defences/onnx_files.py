@@ -7,7 +7,8 @@ here (ONNX Runtime, or the ``onnx`` package) is what the sandbox exists to avoid
 module walks the protobuf's wire format with a few fixed rules instead, over a memory
 map, skipping every byte field it does not need (tensor data included), with bounds on
 depth and on the number of fields, and returns the ``location`` of each tensor stored
-externally (relative paths, checked by the caller).
+externally (relative paths, checked by the caller) with the bytes its tensors need there
+(the largest ``offset`` + ``length``): a data file shorter than that belongs to another export.
 
 The fields read (onnx.proto, IR version 3 and later): ModelProto.graph (7), .functions
 (25); GraphProto.node (1), .initializer (5), .sparse_initializer (15); FunctionProto.node
@@ -41,20 +42,29 @@ class NotOnnx(ValueError):
     """The file is not an ONNX protobuf (or is damaged); says where."""
 
 
-def external_locations(path: Path) -> list[str]:
-    """The distinct ``location`` values of the model's external tensors, in file order."""
+def external_locations(path: Path) -> dict[str, int]:
+    """``{location: bytes needed}`` of the model's external tensors, locations in file order;
+    bytes needed: the largest ``offset + length`` its tensors declare (0 where they give none)."""
     with path.open("rb") as file:
         if path.stat().st_size == 0:
-            return []
+            return {}
         with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            locations: list[str] = []
-            _Walker(data, locations).message("model", 0, len(data), 0)
-    return list(dict.fromkeys(locations))
+            walker = _Walker(data)
+            walker.message("model", 0, len(data), 0)
+    return walker.needed
+
+
+def _count(value: bytes | None, what: str) -> int:
+    if value is None:
+        return 0
+    if not value.isdigit() or len(value) > 20:
+        raise NotOnnx(f"an external tensor whose {what} is {value[:40]!r}, not a byte count")
+    return int(value)
 
 
 class _Walker:
-    def __init__(self, data: mmap.mmap, locations: list[str]) -> None:
-        self.data, self.locations, self.fields = data, locations, 0
+    def __init__(self, data: mmap.mmap) -> None:
+        self.data, self.needed, self.fields = data, {}, 0
 
     def varint(self, at: int, end: int) -> tuple[int, int]:
         value = shift = 0
@@ -73,6 +83,7 @@ class _Walker:
         if depth > MAX_DEPTH:
             raise NotOnnx(f"messages nested deeper than {MAX_DEPTH} levels")
         children, strings = _MESSAGES[kind], {}
+        entries: dict[bytes, bytes] = {}  # a tensor's external_data: location, offset, length
         at = start
         while at < end:
             self.fields += 1
@@ -92,8 +103,8 @@ class _Walker:
                     raise NotOnnx(f"a field longer than its message at byte {at}")
                 if number in children:
                     child = self.message(children[number], at, at + length, depth + 1)
-                    if children[number] == "entry" and child.get(1) == b"location" and 2 in child:
-                        self.locations.append(child[2].decode("utf-8", errors="surrogateescape"))
+                    if children[number] == "entry" and 1 in child and 2 in child:
+                        entries[child[1]] = child[2]
                 elif kind == "entry" and number in (1, 2):
                     strings[number] = bytes(self.data[at : min(at + length, at + 4096)])
                 at += length
@@ -101,4 +112,8 @@ class _Walker:
                 raise NotOnnx(f"an unknown wire type {wire} at byte {at}")
             if at > end:
                 raise NotOnnx("a field past the end of its message")
+        if b"location" in entries:
+            location = entries[b"location"].decode("utf-8", errors="surrogateescape")
+            extent = _count(entries.get(b"offset"), "offset") + _count(entries.get(b"length"), "length")
+            self.needed[location] = max(self.needed.get(location, 0), extent)
         return strings
