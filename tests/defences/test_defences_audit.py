@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import statistics
 
@@ -11,6 +12,7 @@ from defences_helpers import export_onnx, export_torchscript, tiny_classifier
 from vicious.cli import main
 from vicious.defences import SuiteSettings
 from vicious.defences.calibration import Calibration, Reference
+from vicious.defences.report import verdict_sentence
 
 TINY = SuiteSettings(num_images=64, sensitivity_images=16, shadow_epochs=2, shadow_hidden=16)
 VERDICTS = {"likely-honest", "inconclusive", "likely-vicious"}
@@ -60,7 +62,27 @@ def test_audit_writes_scores_verdicts_thresholds_and_a_page(tmp_path, calibratio
         assert t["likely_vicious_above"] == pytest.approx(mean + 4 * sd)
     page = (out / "audit.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and audit["verdict"] in page
-    assert "verdict:" in capsys.readouterr().out
+    assert "What this means, and what it does not" in page and "What to do next" in page
+    printed = capsys.readouterr().out
+    assert "verdict:" in printed and verdict_sentence(audit) in printed and html.escape(verdict_sentence(audit)) in page
+
+
+def _entry(verdict, role="deciding"):
+    return {"verdict": verdict, "role": role}
+
+
+@pytest.mark.parametrize("verdict, detectors, named", [
+    ("likely-vicious", {"excess_leakage": _entry("likely-vicious"), "sensitivity": _entry("likely-honest"),
+                        "output_statistics": _entry("likely-vicious", "advisory")}, "Likely vicious: excess leakage scored"),
+    ("inconclusive", {"excess_leakage": _entry("likely-honest"), "sensitivity": _entry("inconclusive")},
+     "Inconclusive: sensitivity scored above"),
+    ("likely-honest", {"excess_leakage": _entry("likely-honest"), "sensitivity": _entry("likely-honest"),
+                       "output_statistics": _entry("likely-vicious", "advisory")},
+     "Likely honest: every deciding detector (excess leakage, sensitivity)"),
+])
+def test_the_verdict_sentence_names_the_deciding_detectors_that_set_it(verdict, detectors, named):
+    sentence = verdict_sentence({"verdict": verdict, "detectors": detectors})
+    assert sentence.startswith(named) and "output statistics" not in sentence  # advisory detectors never decide
 
 
 def _error(capsys) -> str:

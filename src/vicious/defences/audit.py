@@ -29,7 +29,7 @@ from vicious.defences.calibration import (
     user_images,
 )
 from vicious.defences.outputs import Form
-from vicious.defences.report import audit_page
+from vicious.defences.report import audit_page, verdict_sentence
 from vicious.defences.sandbox import SandboxLimits
 from vicious.defences.suite import DETECTORS, PRIMARY, score_classifier
 from vicious.runs.files import (
@@ -145,6 +145,7 @@ def _audit(classifier: BlackBox, splits: DatasetSplits, model: Path, dataset: st
     atomic_write_json(out / "audit.json", audit)
     atomic_write_text(out / "audit.html", audit_page(audit, result.leakage.examples))
     echo(f"verdict: {verdict}")
+    echo(verdict_sentence(audit))
     for name, entry in audit["detectors"].items():
         echo(f"  {name:18} ({entry['role']}) {entry['primary']} = {entry['score']:.4g}: {entry['verdict']} "
              f"({describe(calibration.thresholds[name])})")

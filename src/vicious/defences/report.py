@@ -11,6 +11,46 @@ from vicious.pages import html_page
 
 _COLOURS = {"likely-honest": "#1a7f37", "inconclusive": "#9a6700", "likely-vicious": "#cf222e"}
 
+# Per verdict: what it means, what it does not, and what a user can do next (shown on the page).
+_MEANING = {
+    "likely-vicious": (
+        "The outputs carry more of your images than an honest classifier's do: a server holding a decoder trained "
+        "with this classifier could rebuild what you send it through. It does not prove intent, nor that the server "
+        "holds such a decoder; a classifier trained very differently from the honest references can land here too.",
+        "Do not send its full outputs. Release only the predicted label (release policy <code>label-only</code>, "
+        "e.g. <code>vicious.api.release(outputs, \"label-only\")</code>), which gives away no more than the "
+        "label-only floor; ask the provider how the classifier was trained.",
+    ),
+    "inconclusive": (
+        "Neither cleared nor caught: a deciding score lies between the honest references' range and the "
+        "likely-vicious threshold. Honest classifiers of another architecture or training recipe than the "
+        "references also land here.",
+        "Until you know more, release less: the predicted label only (<code>label-only</code>) or the top few "
+        "scores (<code>top-3</code>). A calibration with more, or more varied, honest references "
+        "(<code>vicious calibrate --num-models</code>) narrows the range.",
+    ),
+    "likely-honest": (
+        "Every deciding score lies within what the honest references give: its outputs reveal about as much of "
+        "your images as an honest classifier's. It is no proof of safety: a server that knows these detectors can "
+        "aim for that range, and every classifier gives away its label.",
+        "It can be used for its task. If your images are sensitive, still release only what you need (the label, "
+        "or the top few scores).",
+    ),
+}
+
+
+def verdict_sentence(audit: dict) -> str:
+    """The verdict in one sentence, naming the deciding detectors that set it."""
+    verdict, detectors = audit["verdict"], audit["detectors"]
+    deciding = {name: entry["verdict"] for name, entry in detectors.items() if entry["role"] == "deciding"}
+    named = ", ".join(name.replace("_", " ") for name, v in deciding.items() if v == verdict) or "none"
+    if verdict == "likely-vicious":
+        return f"Likely vicious: {named} scored beyond the likely-vicious threshold set by honest classifiers."
+    if verdict == "likely-honest":
+        return f"Likely honest: every deciding detector ({named}) scored within the honest classifiers' range."
+    undecided = ", ".join(name.replace("_", " ") for name, v in deciding.items() if v != "likely-honest")
+    return f"Inconclusive: {undecided or named} scored above the honest classifiers' range but not beyond the likely-vicious threshold."
+
 
 def score_plot(audit: dict) -> bytes:
     """PNG: one row per detector: honest reference scores, thresholds and this model's score."""
@@ -56,9 +96,15 @@ def audit_page(audit: dict, examples: dict[str, torch.Tensor]) -> str:
     accuracy = f"{audit['accuracy']:.3f}" if audit.get("accuracy") is not None else "n/a"
     cal = audit["calibration"]
     style = (f".verdict {{ font-size: 1.6rem; font-weight: bold; color: {_COLOURS[verdict]}; }}\n"
-             "body { color: #1f2328; } td, th { border-bottom-color: #d0d7de; text-align: left; }\n")
+             "body { color: #1f2328; } td, th { border-bottom-color: #d0d7de; text-align: left; }\n"
+             ".lead { font-size: 1.1rem; }\n")
     return html_page(f"vicious audit: {audit['source']}", f"""<h1>Audit of {e(audit['source'])}</h1>
 <p class="verdict">{e(verdict)}</p>
+<p class="lead">{e(verdict_sentence(audit))}</p>
+<h2>What this means, and what it does not</h2>
+<p>{_MEANING[verdict][0]}</p>
+<h2>What to do next</h2>
+<p>{_MEANING[verdict][1]}</p>
 <p>Dataset <code>{e(audit['dataset'])}</code>, input (N, {', '.join(map(str, audit['input_shape']))}),
 {audit['num_outputs']} outputs released as {e(audit['output_form'])}; scored on {audit['num_images']} test images
 (accuracy {accuracy}).</p>
