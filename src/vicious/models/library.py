@@ -82,21 +82,3 @@ class LibraryClassifier(nn.Module):
         if self.repeat_to:
             x = x.expand(-1, self.repeat_to, -1, -1)
         return self.backbone(x)
-
-
-def check_input_size(classifier: nn.Module, in_channels: int, image_size: int) -> None:
-    """Refuse, in one line, a network that cannot take ``image_size`` images (e.g. Inception
-    needs 75 px) or does not give (N, K): one forward pass of two blank images."""
-    was_training = classifier.training
-    classifier.eval()
-    try:
-        with torch.no_grad():
-            out = classifier(torch.zeros(2, in_channels, image_size, image_size))
-    except RuntimeError as err:
-        raise ValueError(f"{getattr(classifier, 'name', 'the classifier')} cannot take {image_size}×{image_size} "
-                         f"images ({str(err).splitlines()[0][:160]}); choose another model or data.image_size") from None
-    finally:
-        classifier.train(was_training)
-    if out.ndim != 2 or out.shape[0] != 2:
-        raise ValueError(f"{getattr(classifier, 'name', 'the classifier')} gives outputs of shape "
-                         f"{tuple(out.shape[1:])} per image, not K values")

@@ -108,28 +108,8 @@ class OwnDecoder(nn.Module):
             raise ValueError(f"input_form must be 'raw' or 'softmax', got {input_form!r}")
         self.network = build_own(spec, num_inputs=num_inputs, out_channels=out_channels, image_size=image_size)
         self.name, self.input_form, self.task = spec, input_form, task
-        self.output_shape = (out_channels, image_size, image_size)
 
     def forward(self, outputs: torch.Tensor) -> torch.Tensor:
         if self.input_form == "softmax":
             outputs = outputs_to_probabilities(outputs, self.task)
         return self.network(outputs)
-
-
-def check_decoder_output(decoder: nn.Module, num_inputs: int, shape: tuple[int, int, int]) -> None:
-    """Refuse, in one line, a G that does not turn (N, K) outputs into (N, C, S, S) images in [0, 1]."""
-    was_training = decoder.training
-    decoder.eval()
-    try:
-        with torch.no_grad():
-            images = decoder(torch.randn(2, num_inputs))
-    except RuntimeError as err:
-        raise ValueError(f"{getattr(decoder, 'name', 'the decoder')} cannot take (N, {num_inputs}) outputs "
-                         f"({str(err).splitlines()[0][:160]})") from None
-    finally:
-        decoder.train(was_training)
-    if tuple(images.shape) != (2, *shape):
-        raise ValueError(f"{getattr(decoder, 'name', 'the decoder')} gives images of shape {tuple(images.shape[1:])}, "
-                         f"not {shape}")
-    if not bool(((images >= 0) & (images <= 1)).all()):
-        raise ValueError(f"{getattr(decoder, 'name', 'the decoder')} gives pixels outside [0, 1]; end it with a sigmoid")

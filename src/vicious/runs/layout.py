@@ -29,8 +29,7 @@ from vicious.data import DatasetSplits, load_dataset
 from vicious.runs.checkpoints import load_weights
 from vicious.config.schema import ConfigError, RunConfig, load_config
 from vicious.models import create_classifier, create_decoder
-from vicious.models.library import check_input_size
-from vicious.models.own import check_decoder_output
+from vicious.models.checks import check_decoder_output, check_input_size
 
 CONFIG_FILE = "config.yaml"
 CLASSIFIER_FILE = "classifier.safetensors"

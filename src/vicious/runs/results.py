@@ -1,8 +1,10 @@
 """A run's result: the schema of ``metrics.json``, for its writer and every reader.
 
 The evaluation (``vicious.runs.evaluation``) validates what it writes against
-``RunResult``; the tables, reports and CLI read the file through ``read_run_result``, which
-refuses, in one line naming the file and the field, anything else. Every measure is
+``RunResult``; the tables (and the sweep report, through them) read the file through
+``read_run_result``, which refuses, in one line naming the file and the field, anything
+else; the sweep's status and ``vicious evaluate`` read the evaluation's record as a
+``RunResult``. Every measure is
 optional (a file of an older vicious may lack the newer ones) and may be NaN or infinite
 (a diverged run); keys the schema does not know are kept, so newer files still read.
 
