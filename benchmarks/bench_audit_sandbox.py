@@ -72,7 +72,7 @@ def main() -> int:
         return 2
     settings = SuiteSettings(num_images=args.num_images, sensitivity_images=min(500, args.num_images),
                              shadow_epochs=2, shadow_hidden=16)
-    refs = [Reference(name=f"honest-{i}", seed=i, accuracy=0.8, run_dir="-") for i in range(3)]
+    refs = [Reference(name=f"honest-{i}", accuracy=0.8) for i in range(3)]
     load = os.getloadavg()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from vicious.defences.calibration import reference_config
+from vicious.config.presets import cpu_sized_config
 from vicious.defences.outputs import observed_form
 from vicious.defences.release import parse_policy
 from vicious.defences.release_evaluation import evaluate_policy, observed_outputs
@@ -60,7 +60,7 @@ def main() -> None:
 
     run_dir = Path(args.run) if args.run else out / f"vicious-{args.output}"
     if not args.run and not (run_dir / "classifier.safetensors").exists():
-        config = reference_config("fashion-mnist", 1, train_limit=args.train_limit, epochs=args.epochs,
+        config = cpu_sized_config("fashion-mnist", 1, train_limit=args.train_limit, epochs=args.epochs,
                                   image_size=args.image_size, regime="vicious", output=args.output,
                                   overrides={"data.test_limit": args.test_images, "train.accelerator": "cpu"})
         print(f"training the vicious pair ({args.output} outputs, {args.train_limit} images, {args.epochs} epochs)", flush=True)

@@ -47,7 +47,7 @@ def test_the_weights_file_alone_is_audited(resnet_run, tmp_path):
     honest = {"output_statistics": {"logit_norm": [1.9, 2.1, 2.0]},
               "sensitivity": {"within_class_contrast": [4.0, 4.4, 4.2]},
               "excess_leakage": {"psnr_gap": [1.5, 1.8, 1.6]}}
-    refs = [Reference(name=f"honest-{i}", seed=i, accuracy=0.8, run_dir="-") for i in range(3)]
+    refs = [Reference(name=f"honest-{i}", accuracy=0.8) for i in range(3)]
     calibration = tmp_path / "calibration.json"
     Calibration.from_scores("fashion-mnist", 32, AUDIT, honest, refs).save(calibration)
     weights = tmp_path / "elsewhere" / "classifier.safetensors"  # no run folder beside it

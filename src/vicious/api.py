@@ -23,7 +23,7 @@ import torch
 
 from vicious.config.presets import get_preset
 from vicious.config.schema import RunConfig, apply_overrides, load_config
-from vicious.defences.calibration import REFERENCE_EPOCHS, REFERENCE_IMAGES
+from vicious.defences.calibration import REFERENCE_IMAGES
 from vicious.defences.calibration import calibrate as calibrate_references
 from vicious.defences.release import ReleasePolicy, parse_policy
 from vicious.defences.suite import SuiteSettings
@@ -99,13 +99,13 @@ def release(outputs: torch.Tensor, policy: str | ReleasePolicy, *, form: Literal
     return chosen(outputs, form, generator=generator)
 
 
-def calibrate(dataset: str, *, num_models: int = 4, epochs: int = REFERENCE_EPOCHS,
-              train_limit: int = REFERENCE_IMAGES, settings: SuiteSettings | None = None, image_size: int = 32,
-              data_root: str | None = None, cache_dir: str | Path | None = None, echo=print) -> Path:
-    """Train honest reference classifiers of ``dataset`` and save the detectors' thresholds;
-    returns the calibration file (under the cache, as ``vicious calibrate`` writes it)."""
-    _, path = calibrate_references(dataset, num_models=num_models, epochs=epochs, train_limit=train_limit,
-                                   settings=settings, image_size=image_size, data_root=data_root,
+def calibrate(dataset: str, *, train_limit: int = REFERENCE_IMAGES, settings: SuiteSettings | None = None,
+              image_size: int = 32, data_root: str | None = None, out: str | Path | None = None,
+              cache_dir: str | Path | None = None, echo=print) -> Path:
+    """Train the honest reference zoo on ``dataset`` and save the detectors' thresholds; returns
+    the calibration file (``out``, or under the cache, where ``vicious calibrate`` writes it)."""
+    _, path = calibrate_references(dataset, train_limit=train_limit, settings=settings, image_size=image_size,
+                                   data_root=data_root, out=Path(out) if out else None,
                                    cache_dir=Path(cache_dir) if cache_dir else None, echo=echo)
     return path
 
@@ -114,7 +114,7 @@ def audit(model: str | Path, dataset: str, out: str | Path, *, calibration: str 
           image_size: int = 32, data_root: str | None = None, echo=print, **options) -> dict:
     """Audit a TorchScript or ONNX file, or a run folder, as ``vicious audit`` does (sandboxed);
     writes ``out/audit.json`` and ``out/audit.html`` and returns the audit (verdict, scores,
-    thresholds). ``calibration``: a calibration file (default: the cache's for ``dataset``)."""
+    thresholds). ``calibration``: a calibration file (default: the cache's for ``dataset``, else the shipped one)."""
     from vicious.defences.audit import run_audit
 
     return run_audit(Path(model), dataset, Path(out), image_size=image_size, data_root=data_root,

@@ -30,7 +30,7 @@ HONEST = {
 
 @pytest.fixture()
 def calibration_file(tmp_path):
-    refs = [Reference(name=f"honest-{i}", seed=i, accuracy=0.8, run_dir="-") for i in range(3)]
+    refs = [Reference(name=f"honest-{i}", accuracy=0.8) for i in range(3)]
     path = tmp_path / "calibration.json"
     Calibration.from_scores("fashion-mnist", 32, TINY, HONEST, refs).save(path)
     return path
@@ -53,13 +53,13 @@ def test_audit_writes_scores_verdicts_thresholds_and_a_page(tmp_path, calibratio
                     "likely-vicious" if entry["score"] > t["likely_vicious_above"] else "inconclusive")
         assert entry["verdict"] == expected, name
         assert entry["score"] == entry["scores"][entry["primary"]]
-        # The thresholds are the calibration's (mean + 2 and + 4 sample standard deviations of the
-        # honest references' primary scores), computed here independently.
+        # The thresholds are the calibration's (the highest honest score, and beyond it by the distance
+        # from the median to the highest), computed here independently.
         (primary, honest), = HONEST[name].items()
         assert entry["primary"] == primary
-        mean, sd = statistics.mean(honest), statistics.stdev(honest)
-        assert t["likely_honest_at_most"] == pytest.approx(mean + 2 * sd)
-        assert t["likely_vicious_above"] == pytest.approx(mean + 4 * sd)
+        assert t["likely_honest_at_most"] == max(honest)
+        assert t["likely_vicious_above"] == pytest.approx(2 * max(honest) - statistics.median(honest))
+        assert entry["tail_probability"] == pytest.approx((1 + sum(h >= entry["score"] for h in honest)) / 4)
     page = (out / "audit.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and audit["verdict"] in page
     assert "What this means, and what it does not" in page and "What to do next" in page
@@ -108,28 +108,43 @@ def test_audit_refuses_what_it_cannot_audit(tmp_path, calibration_file, capsys):
 
 def test_audit_without_a_calibration_says_how_to_make_one(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("VICIOUS_CACHE", str(tmp_path / "empty-cache"))
-    export_torchscript(tiny_classifier(), tmp_path / "model.pt")
-    assert main(["audit", str(tmp_path / "model.pt"), "--data", "fashion-mnist", "--out", str(tmp_path / "a"),
-                 *OWN_MODEL]) == 2
+    export_torchscript(tiny_classifier(), tmp_path / "model.pt", size=16)  # no calibration ships for 16 px
+    assert main(["audit", str(tmp_path / "model.pt"), "--data", "fashion-mnist", "--image-size", "16",
+                 "--out", str(tmp_path / "a"), *OWN_MODEL]) == 2
     assert "vicious calibrate --data fashion-mnist" in _error(capsys)
 
 
-def test_calibrate_then_audit_a_run_directory(tmp_path, monkeypatch, capsys):
+def test_calibrate_then_audit_a_reference_of_the_zoo(tmp_path, monkeypatch, capsys):
+    """A zoo member, trained again by its recipe and audited from a file, scores what it scored
+    in the calibration and is judged against the others."""
+    from vicious.data import load_dataset
+    from vicious.defences.zoo import DEFAULT_ZOO, Released, train_reference
+    from vicious.runs.hardware import cpu_has_native_bf16
+
     monkeypatch.setenv("VICIOUS_CACHE", str(tmp_path / "cache"))
-    assert main(["calibrate", "--data", "fashion-mnist", "--num-models", "2", "--train-limit", "128", "--epochs", "1",
-                 "--num-images", "64", "--shadow-epochs", "2", "--image-size", "16"]) == 0
+    assert main(["calibrate", "--data", "fashion-mnist", "--train-limit", "128", "--num-images", "64",
+                 "--shadow-epochs", "2", "--image-size", "16"]) == 0
+    assert "leave one out:" in capsys.readouterr().out
     saved = tmp_path / "cache" / "calibration" / "fashion-mnist-16px.json"
     calibration = Calibration.load(saved)
-    assert len(calibration.references) == 2 and calibration.settings.num_images == 64
-    assert all(len(v) == 2 for subs in calibration.honest_scores.values() for v in subs.values())
-    run_dir = tmp_path / "cache" / "calibration" / "fashion-mnist-16px-references" / "honest-1"
-    out = tmp_path / "audit-run"
-    assert main(["audit", str(run_dir), "--data", "fashion-mnist", "--image-size", "16", "--out", str(out)]) == 0
+    assert [r.name for r in calibration.references] == [m.name for m in DEFAULT_ZOO]
+    assert calibration.settings.num_images == 64 and calibration.false_positives.num_references == len(DEFAULT_ZOO)
+    assert all(len(v) == len(DEFAULT_ZOO) for subs in calibration.honest_scores.values() for v in subs.values())
+    splits = load_dataset("fashion-mnist", image_size=16)
+    train = splits.train.subset(128, seed=0)
+    member = DEFAULT_ZOO[2]  # releases probabilities
+    network = train_reference(member, train.float_images(), train.labels, splits.info, 16, bf16=cpu_has_native_bf16())
+    export_torchscript(Released(network, member.form, "multiclass"), tmp_path / "member.pt", size=16, channels=1)
+    out = tmp_path / "audit-member"
+    assert main(["audit", str(tmp_path / "member.pt"), "--data", "fashion-mnist", "--image-size", "16",
+                 "--out", str(out), *OWN_MODEL]) == 0
     audit = json.loads((out / "audit.json").read_text())
-    # A reference audited against its own calibration scores what it scored then.
+    assert audit["output_form"] == "probabilities" and audit["calibration"]["path"] == str(saved)
     for name, entry in audit["detectors"].items():
-        assert entry["score"] == pytest.approx(calibration.honest_scores[name][entry["primary"]][0], rel=1e-4, abs=1e-6)
-    assert audit["calibration"]["path"] == str(saved)
+        assert entry["score"] == pytest.approx(calibration.honest_scores[name][entry["primary"]][2], rel=1e-4, abs=1e-6)
+        # it is one of the n references: at least 1 + 1 of the n + 1 lie at or above it
+        assert entry["tail_probability"] >= 2 / (len(DEFAULT_ZOO) + 1)
+    assert audit["verdict"] == "likely-honest"  # within the range it is part of
 
 
 @pytest.mark.parametrize("export", ["torchscript", "onnx"])
@@ -154,12 +169,17 @@ def test_the_sandbox_changes_no_score_and_no_verdict(tmp_path, calibration_file,
     assert sandboxed["excess_leakage_details"] == in_process["excess_leakage_details"]
 
 
-def test_the_sandbox_limits_default_as_the_command_line_says():
+def test_the_library_defaults_are_what_the_command_line_says():
+    from vicious.cli import build_parser
     from vicious.cli import defences as cli
+    from vicious.defences.calibration import REFERENCE_IMAGES
     from vicious.defences.sandbox import SandboxLimits
 
     limits = SandboxLimits()
     assert (limits.wall_s, limits.cpu_s, limits.memory_bytes) == (cli.TIME_LIMIT_S, cli.CPU_LIMIT_S, cli.MEMORY_LIMIT)
+    assert cli.REFERENCE_IMAGES == REFERENCE_IMAGES
+    parsed = build_parser().parse_args(["calibrate", "--data", "fashion-mnist"])
+    assert (parsed.num_images, parsed.shadow_epochs) == (SuiteSettings().num_images, SuiteSettings().shadow_epochs)
     assert [cli._size(t) for t in ("8G", "512M", "4GiB", "1.5G", "1024")] == [8 << 30, 512 << 20, 4 << 30, 3 << 29, 1024]
 
 

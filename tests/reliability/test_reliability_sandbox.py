@@ -153,7 +153,7 @@ def victim(tmp_path):
 @pytest.fixture
 def audit(tmp_path, capsys):
     """``audit(model, *flags)`` -> (exit status, stderr) of ``vicious audit`` with a tiny calibration."""
-    refs = [Reference(name=f"honest-{i}", seed=i, accuracy=0.8, run_dir="-") for i in range(3)]
+    refs = [Reference(name=f"honest-{i}", accuracy=0.8) for i in range(3)]
     calibration = tmp_path / "calibration.json"
     Calibration.from_scores("fashion-mnist", 32, TINY, HONEST, refs).save(calibration)
 

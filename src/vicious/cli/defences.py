@@ -15,22 +15,30 @@ def _cmd_audit(args) -> None:
     run_audit(
         Path(args.model), args.data, out, image_size=args.image_size, data_root=args.data_root, form=args.form,
         calibration_file=Path(args.calibration) if args.calibration else None, allow_calibrate=args.calibrate,
-        num_models=args.num_models, limits=limits, unconfined=args.unconfined_model_code,
+        limits=limits, unconfined=args.unconfined_model_code, task=args.task,
     )
 
 
 def _cmd_calibrate(args) -> None:
-    from vicious.defences.calibration import calibrate, describe
+    from vicious.defences.audit import is_own_images
+    from vicious.defences.calibration import calibrate, calibrate_own_images, describe
     from vicious.defences.suite import make_settings
 
     settings = make_settings(num_images=args.num_images, shadow_epochs=args.shadow_epochs)
-    calibration, path = calibrate(
-        args.data, num_models=args.num_models, settings=settings, train_limit=args.train_limit, epochs=args.epochs,
-        image_size=args.image_size, data_root=args.data_root,
-    )
+    out = Path(args.out) if args.out else None
+    if is_own_images(args.data):
+        calibration, path = calibrate_own_images(Path(args.data), settings=settings, image_size=args.image_size,
+                                                 num_classes=args.num_classes, out=out)
+    else:
+        calibration, path = calibrate(args.data, settings=settings, train_limit=args.train_limit,
+                                      image_size=args.image_size, data_root=args.data_root, out=out)
     for name, thresholds in calibration.thresholds.items():
         print(f"{name:18} {describe(thresholds)}")
-    print(f"calibration saved to {path}")
+    if calibration.false_positives:
+        fp = calibration.false_positives
+        print(f"leave one out: {fp.overall['likely-vicious']} of {fp.num_references} honest references called "
+              f"likely-vicious, {fp.overall['inconclusive']} inconclusive")
+    print(f"calibration saved to {path} ({calibration.seconds:.0f} s)")
 
 
 def _positive(text: str) -> int:
@@ -74,7 +82,7 @@ def _size(text: str) -> int:
 
 # Defaults of vicious.defences.calibration and of vicious.defences.sandbox.SandboxLimits,
 # repeated so that building the parser imports no torch (a test checks they agree).
-REFERENCE_IMAGES, REFERENCE_EPOCHS = 5000, 4
+REFERENCE_IMAGES = 5000
 TIME_LIMIT_S, CPU_LIMIT_S, MEMORY_LIMIT = 120.0, 3600.0, 8 << 30
 
 
@@ -85,14 +93,22 @@ def register(subparsers) -> None:
                     "reference classifiers; writes audit.json and audit.html.",
     )
     audit.add_argument("model", help="a TorchScript file (.pt), an ONNX file (.onnx), a run directory or its classifier.safetensors")
-    audit.add_argument("--data", required=True, help="dataset the classifier was trained for, e.g. fashion-mnist")
+    audit.add_argument("--data", required=True,
+                       help="the dataset the classifier was trained for (e.g. fashion-mnist), or your own images: a "
+                            "folder of class folders, a folder of images (unlabelled) or an .npz")
+    audit.add_argument("--task", choices=["multiclass", "multilabel"], default="multiclass",
+                       help="on your own images: one class per image (softmax) or independent attributes (sigmoid); "
+                            "logits do not show which (default multiclass)")
     audit.add_argument("--out", help="output folder (default: audit-<model name>)")
-    audit.add_argument("--image-size", type=_positive, default=32, help="side S of the model's input images (default 32)")
+    audit.add_argument("--image-size", type=_positive, default=32,
+                       help="side S of the model's input images (default 32; an ONNX model's declared size wins "
+                            "on your own images)")
     audit.add_argument("--data-root", help="folder holding the dataset")
     audit.add_argument("--form", choices=["logits", "probabilities"], help="what the model outputs (default: detected)")
-    audit.add_argument("--calibration", help="a calibration file (default: the cache's calibration/<dataset>.json)")
-    audit.add_argument("--calibrate", action="store_true", help="train the honest references first if no calibration exists")
-    audit.add_argument("--num-models", type=_positive, default=4, help="honest references for --calibrate (default 4)")
+    audit.add_argument("--calibration", help="a calibration file (default: the cache's calibration/<dataset>.json, "
+                                             "else the one shipped for the dataset)")
+    audit.add_argument("--calibrate", action="store_true",
+                       help="train the honest reference zoo first if the cache holds no calibration")
     limits = audit.add_argument_group(
         "model sandbox", "The model is loaded and run in a worker process confined by bubblewrap (no network, reads "
                          "only its own file and the libraries, writes nowhere) within these limits.")
@@ -109,16 +125,19 @@ def register(subparsers) -> None:
     audit.set_defaults(func=_cmd_audit)
 
     cal = subparsers.add_parser(
-        "calibrate", help="train honest reference classifiers and save the audit's thresholds",
-        description="Train small honest classifiers (WRN-10-1, CPU-sized), score them with every detector and save "
-                    "the thresholds under the cache directory (VICIOUS_CACHE or ~/.cache/vicious).",
+        "calibrate", help="train the honest reference zoo and save the audit's thresholds",
+        description="Train the honest reference zoo (8 small classifiers: WideResNet, plain CNN, ResNet and MLP, "
+                    "varied recipes; minutes on a CPU), score them with every detector and save the thresholds "
+                    "under the cache directory (VICIOUS_CACHE or ~/.cache/vicious), or to --out.",
     )
-    cal.add_argument("--data", required=True, help="dataset name, e.g. fashion-mnist")
-    cal.add_argument("--num-models", type=_positive, default=4, help="honest reference classifiers (default 4, at least 2)")
+    cal.add_argument("--data", required=True,
+                     help="a dataset name (e.g. fashion-mnist), or your own labelled images: a folder of class "
+                          "folders or an .npz with labels (the zoo trains on two thirds, scores on the rest)")
+    cal.add_argument("--num-classes", type=_positive, help="on your own images: K, if the labels do not show them all")
     cal.add_argument("--train-limit", type=_positive, default=REFERENCE_IMAGES,
                      help=f"training images per reference (default {REFERENCE_IMAGES})")
-    cal.add_argument("--epochs", type=_positive, default=REFERENCE_EPOCHS, help=f"epochs per reference (default {REFERENCE_EPOCHS})")
-    cal.add_argument("--num-images", type=_positive, default=3000, help="test images every audit scores on (default 3000)")
+    cal.add_argument("--out", help="write the calibration here instead of the cache")
+    cal.add_argument("--num-images", type=_positive, default=2000, help="test images every audit scores on (default 2000)")
     cal.add_argument("--shadow-epochs", type=_positive, default=30, help="epochs of each shadow decoder (default 30)")
     cal.add_argument("--image-size", type=_positive, default=32)
     cal.add_argument("--data-root", help="folder holding the dataset")

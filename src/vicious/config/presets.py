@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 
 from vicious.config.regimes import REGIME_NAMES, REGIMES
-from vicious.config.schema import ConfigError, RunConfig, validate_config
+from vicious.config.schema import ConfigError, RunConfig, apply_overrides, validate_config
 
 CELEBA_K = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 20, 30, 40)
 
@@ -102,3 +102,17 @@ def get_preset(name: str) -> RunConfig:
         close = difflib.get_close_matches(name, PRESETS, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; 'vicious presets' lists them"
         raise ConfigError(f"unknown preset {name!r}{hint}") from None
+
+
+def cpu_sized_config(
+    dataset: str, seed: int, *, train_limit: int = 5000, epochs: int = 4, image_size: int = 32,
+    data_root: str | None = None, regime: str = "honest", output: str = "raw", overrides: dict | None = None,
+) -> RunConfig:
+    """A CPU-sized run of a ``-small`` preset: WRN-10-1, ``train_limit`` images without augmentation,
+    ``epochs`` epochs of batch 64, 500 validation and test images (the detector benchmarks' populations)."""
+    name = f"{dataset}-{regime}" + ("-softmax" if output == "softmax" else "") + "-small"
+    return apply_overrides(get_preset(name), {
+        "seed": seed, "data.root": data_root, "data.image_size": image_size, "data.train_limit": train_limit,
+        "data.val_limit": 500, "data.test_limit": 500, "data.augment": False, "train.epochs": epochs,
+        "train.decoder_epochs": 1, "train.batch_size": 64, "train.progress": False, **(overrides or {}),
+    })

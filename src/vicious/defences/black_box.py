@@ -135,6 +135,13 @@ class BlackBox:
         return _checked(predict, None, info, image_size, form, source, batch_size, fixed_batch=False)
 
 
+def own_images_info(task: Task = "multiclass") -> DatasetInfo:
+    """What :func:`open_classifier` knows of a user's own images: nothing. Channels and K are then
+    read from the model (an ONNX model's declared input, else a probe with 1, then 3 channels),
+    and so is the image size where an ONNX model declares it."""
+    return DatasetInfo(name="your own", num_outputs=0, channels=0, task=task, output_names=())
+
+
 def open_classifier(
     path: Path | str, info: DatasetInfo, image_size: int = 32, *, form: Form | None = None, batch_size: int = 500,
     limits: SandboxLimits | None = None, unconfined: bool = False, trusted: bool = False,
@@ -147,7 +154,8 @@ def open_classifier(
     unless ``unconfined`` (then it runs with the resource limits only; ONNX and weights
     always may). ``trusted``: the caller trained this model itself (the calibration's
     references): it is loaded in this process. ``close()`` the box (or use it in a
-    ``with`` block) to end the worker; it also ends with this process.
+    ``with`` block) to end the worker; it also ends with this process. ``info`` from
+    :func:`own_images_info`: the model's input and K decide (the user's own images).
 
     Raises FileNotFoundError if nothing is at ``path``, ValueError if it is not a model,
     does not fit the dataset or hits a limit (:class:`~vicious.defences.sandbox.SandboxError`),
@@ -159,6 +167,9 @@ def open_classifier(
     _check_path_text(path)
     limits = limits or SandboxLimits()
     extra: dict[str, Path] = {}
+    if not info.channels and (path.is_dir() or path.suffix == ".safetensors"):
+        raise ValueError(f"{path} is weights of a vicious run, which are audited on the dataset they were trained on; "
+                         "pass --data with its name (or export the classifier to ONNX to audit it on your images)")
     if path.is_dir():
         request, model_file, source = _run_request(path, info, image_size), _run_weights(path), f"run {path.name}"
         form = request["released"]
@@ -446,11 +457,24 @@ def _floating(out: torch.Tensor, source: str) -> torch.Tensor:
 
 
 def _checked(predict, declared, info: DatasetInfo, image_size: int, form, source: str, batch_size: int, *, fixed_batch: bool) -> BlackBox:
-    """Check a model's input and output shapes against the dataset, then wrap it."""
+    """Check a model's input and output shapes against the dataset (or, for the user's own
+    images, read them from the model), then wrap it."""
+    if declared is not None and len(declared) != 4:
+        raise ValueError(f"{source} takes inputs of rank {len(declared)} {declared}; a classifier takes images (N, C, S, S)")
+    if not info.channels:  # the user's own images: the model's declared input decides
+        size = declared[2] if declared and declared[2] and declared[2] == declared[3] else image_size
+        options = [declared[1]] if declared and declared[1] in (1, 3) else [1, 3]
+        for i, channels in enumerate(options):
+            try:
+                return _checked(predict, declared, _with_channels(info, channels), size, form, source, batch_size,
+                                fixed_batch=fixed_batch)
+            except SandboxError:
+                raise
+            except ValueError:
+                if i == len(options) - 1:
+                    raise
     expected = (info.channels, image_size, image_size)
     if declared is not None:
-        if len(declared) != 4:
-            raise ValueError(f"{source} takes inputs of rank {len(declared)} {declared}; a classifier takes images (N, C, S, S)")
         for got, want, what in zip(declared[1:], expected, ("channels", "height", "width")):
             if isinstance(got, int) and got != want:
                 shown = ", ".join("?" if d is None else str(d) for d in declared[1:])
@@ -476,14 +500,20 @@ def _checked(predict, declared, info: DatasetInfo, image_size: int, form, source
         ) from None
     if out.ndim != 2 or out.shape[0] != probe_size:
         raise ValueError(f"{source} returned shape {tuple(out.shape)} for {probe_size} images; a classifier returns (N, K)")
-    if out.shape[1] != info.num_outputs:
+    num_outputs = info.num_outputs or out.shape[1]  # 0: the user's own images, K from the model
+    if out.shape[1] != num_outputs:
         raise ValueError(
             f"{source} gives {out.shape[1]} outputs per image but {info.name} has K = {info.num_outputs} "
             f"{'attributes' if info.task == 'multilabel' else 'classes'}; audit it with the dataset it was trained on"
         )
     out = check_outputs(_floating(out, source).float(), f"outputs of {source}")
     form = form or detect_form(out, info.task)
-    return BlackBox(predict, expected, info.num_outputs, info.task, form, source, batch_size, fixed_batch)
+    return BlackBox(predict, expected, num_outputs, info.task, form, source, batch_size, fixed_batch)
+
+
+def _with_channels(info: DatasetInfo, channels: int) -> DatasetInfo:
+    return DatasetInfo(name=info.name, num_outputs=info.num_outputs, channels=channels, task=info.task,
+                       output_names=info.output_names)
 
 
 def _first_line(err: BaseException) -> str:

@@ -22,12 +22,12 @@ _MEANING = {
         "label-only floor; ask the provider how the classifier was trained.",
     ),
     "inconclusive": (
-        "Neither cleared nor caught: a deciding score lies between the honest references' range and the "
-        "likely-vicious threshold. Honest classifiers of another architecture or training recipe than the "
-        "references also land here.",
+        "Neither cleared nor caught: a deciding score lies above every honest reference but not far enough beyond "
+        "them to call. About one honest classifier in n + 1 (n references) lands above all n by chance; "
+        "a weakly trained vicious one lands here too.",
         "Until you know more, release less: the predicted label only (<code>label-only</code>) or the top few "
-        "scores (<code>top-3</code>). A calibration with more, or more varied, honest references "
-        "(<code>vicious calibrate --num-models</code>) narrows the range.",
+        "scores (<code>top-3</code>). A calibration on images of your own kind "
+        "(<code>vicious calibrate</code>) compares it with honest models trained on such images.",
     ),
     "likely-honest": (
         "Every deciding score lies within what the honest references give: its outputs reveal about as much of "
@@ -52,6 +52,16 @@ def verdict_sentence(audit: dict) -> str:
     return f"Inconclusive: {undecided or named} scored above the honest classifiers' range but not beyond the likely-vicious threshold."
 
 
+def false_positive_sentence(calibration: dict) -> str:
+    """How often the rule called an honest model vicious, measured by leaving one reference out."""
+    fp = calibration.get("false_positives")
+    if not fp:
+        return "The false-positive rate was not measured (fewer than 3 references)."
+    n, overall = fp["num_references"], fp["overall"]
+    return (f"Left out of the zoo one at a time, {overall['likely-vicious']} of {n} honest references were called "
+            f"likely-vicious and {overall['inconclusive']} inconclusive by the rule built from the others.")
+
+
 def score_plot(audit: dict) -> bytes:
     """PNG: one row per detector: honest reference scores, thresholds and this model's score."""
     detectors = audit["detectors"]
@@ -59,7 +69,7 @@ def score_plot(audit: dict) -> bytes:
     for ax, (name, entry) in zip(axes[:, 0], detectors.items()):
         honest = entry["honest_reference_scores"].get(entry["primary"], [])
         t = entry["thresholds"]
-        ax.scatter(honest, [0] * len(honest), color="grey", label="honest references", zorder=2)
+        ax.scatter(honest, [0] * len(honest), color="grey", label="honest reference zoo", zorder=2)
         ax.axvline(t["likely_honest_at_most"], color=_COLOURS["likely-honest"], ls="--", label="likely-honest up to")
         ax.axvline(t["likely_vicious_above"], color=_COLOURS["likely-vicious"], ls="--", label="likely-vicious above")
         ax.scatter([entry["score"]], [0], marker="D", s=70, color=_COLOURS[entry["verdict"]], label="this model", zorder=3)
@@ -67,7 +77,8 @@ def score_plot(audit: dict) -> bytes:
         pad = 0.1 * (max(values) - min(values) or 1)
         ax.set_xlim(min(values) - pad, max(values) + pad)
         ax.set_yticks([])
-        ax.set_title(f"{name} ({entry['role']}): {entry['primary']}", fontsize=9, loc="left")
+        ax.set_title(f"{name} ({entry['role']}): {entry['primary']}, tail probability "
+                     f"{entry['tail_probability']:.2f} of n = {len(honest)}", fontsize=9, loc="left")
     axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return figure_png(fig)
@@ -83,7 +94,8 @@ def audit_page(audit: dict, examples: dict[str, torch.Tensor]) -> str:
             honest = entry["honest_reference_scores"].get(sub, [])
             span = f"{min(honest):.4g} – {max(honest):.4g}" if honest else "–"
             is_primary = sub == entry["primary"]
-            verdict_cell = (f'<b style="color:{_COLOURS[entry["verdict"]]}">{e(entry["verdict"])}</b>'
+            verdict_cell = (f'<b style="color:{_COLOURS[entry["verdict"]]}">{e(entry["verdict"])}</b> '
+                            f'(tail probability {entry["tail_probability"]:.2f}, n = {len(honest)})'
                             if is_primary else "")
             rows.append(f"<tr><td>{e(name)} ({e(entry['role'])})</td><td>{'<b>' + e(sub) + '</b>' if is_primary else e(sub)}</td>"
                         f"<td>{value:.4g}</td><td>{span}</td><td>{verdict_cell}</td></tr>")
@@ -105,11 +117,12 @@ def audit_page(audit: dict, examples: dict[str, torch.Tensor]) -> str:
 <p>{_MEANING[verdict][0]}</p>
 <h2>What to do next</h2>
 <p>{_MEANING[verdict][1]}</p>
-<p>Dataset <code>{e(audit['dataset'])}</code>, input (N, {', '.join(map(str, audit['input_shape']))}),
-{audit['num_outputs']} outputs released as {e(audit['output_form'])}; scored on {audit['num_images']} test images
-(accuracy {accuracy}).</p>
+<p>Input (N, {', '.join(map(str, audit['input_shape']))}), {audit['num_outputs']} outputs released as
+{e(audit['output_form'])}; scored on {audit['num_images']} images: {e(audit['images'])}
+(accuracy {accuracy}{'' if audit['labelled'] else ': unlabelled'}).</p>
 <p><small>Rule: {e(audit['verdict_rule'])}. Calibrated on {cal['num_references']} honest reference classifiers
-({e(str(cal['reference_training']))}), {e(cal['created'])}.</small></p>
+({e(', '.join(r['name'] for r in cal['references']))}; {e(cal['data_source'] or 'data source not recorded')}),
+{e(cal['created'])}. {e(false_positive_sentence(cal))}</small></p>
 <h2>Scores against the honest references</h2>
 {png_img(score_plot(audit), "detector scores against honest reference classifiers")}
 <table><tr><th>detector</th><th>sub-score (bold: primary)</th><th>this model</th><th>honest references (min – max)</th><th>verdict</th></tr>

@@ -6,7 +6,7 @@ log-odds before and after, the total-variation distance between the
 probabilities, and whether the predicted class changed.
 
 The first hypothesis was that a vicious classifier, which must encode the image,
-moves more. Measured (benchmarks/bench_detectors.py), the opposite holds: relative
+moves more. Measured on classifiers trained through vicious, the opposite holds: relative
 to how different the outputs of two images of the same class are, a vicious
 classifier moves *less*: its within-class variation is signal about the image,
 stable under nuisances, where an honest classifier's is closer to noise. So the

@@ -8,6 +8,7 @@ the scores an audit computes. The settings are saved with every calibration.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -26,13 +27,16 @@ class SuiteSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    num_images: int = Field(3000, ge=16, description="user images (the dataset's test split, a seeded subset)")
+    num_images: int = Field(2000, ge=16, description="user images scored (a seeded subset of the test split; 2000 = all of the embedded default's)")
     seed: int = Field(0, ge=0)
     sensitivity_images: int = Field(500, ge=2, description="images perturbed by the sensitivity detector")
     noise_sigma: float = Field(0.03, gt=0, le=0.5)
     blur_sigma: float = Field(0.5, gt=0, le=3)
     shadow_epochs: int = Field(30, ge=1, le=1000)
-    shadow_hidden: int = Field(512, ge=8, le=8192)
+    shadow_hidden: int = Field(512, ge=8, le=8192, description="hidden units of the mlp shadow decoder")
+    shadow_decoder: Literal["mlp", "conv"] = Field("mlp", description="architecture of both shadow decoders")
+    shadow_patience: int = Field(0, ge=0, le=1000, description="early stopping: epochs without gain on held-out "
+                                                              "images before a shadow decoder stops (0: never)")
     eval_fraction: float = Field(0.25, gt=0, lt=1, description="held-out share of the user images for the shadow decoders")
     variance_fraction: float = Field(0.9, gt=0, le=1, description="R principal: variance held by the subspace")
 
@@ -43,7 +47,8 @@ def build_detectors(settings: SuiteSettings) -> list[Detector]:
         Sensitivity(num_images=settings.sensitivity_images, noise_sigma=settings.noise_sigma,
                     blur_sigma=settings.blur_sigma, seed=settings.seed),
         ExcessLeakage(eval_fraction=settings.eval_fraction, epochs=settings.shadow_epochs, hidden=settings.shadow_hidden,
-                      variance_fraction=settings.variance_fraction, seed=settings.seed),
+                      variance_fraction=settings.variance_fraction, seed=settings.seed,
+                      decoder=settings.shadow_decoder, patience=settings.shadow_patience),
     ]
 
 

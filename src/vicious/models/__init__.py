@@ -9,6 +9,7 @@ from torch import nn
 from vicious.models.decoder import WideResNetDecoder, outputs_to_probabilities
 from vicious.models.library import LibraryClassifier
 from vicious.models.own import OwnDecoder
+from vicious.models.reference import MLP, PlainCNN, SmallResNet
 from vicious.models.wideresnet import WideResNetClassifier
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
@@ -16,6 +17,10 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "wrn-decoder": WideResNetDecoder,
     "library-classifier": LibraryClassifier,  # torchvision:<name>, timm:<name> or module:callable
     "own-decoder": OwnDecoder,  # module:callable
+    # The audit's honest reference zoo (vicious.defences.zoo).
+    "reference-cnn": PlainCNN,
+    "reference-resnet": SmallResNet,
+    "reference-mlp": MLP,
 }
 
 
