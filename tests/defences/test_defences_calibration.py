@@ -81,6 +81,9 @@ def test_calibration_round_trips_and_broken_files_are_named(tmp_path, monkeypatc
         Calibration.load(path)
     with pytest.raises(FileNotFoundError):
         Calibration.load(tmp_path / "none.json")
+    path.write_text(json.dumps({**json.loads(cal.model_dump_json()), "format": "vicious.calibration/1"}))
+    with pytest.raises(ConfigError, match=r"another version of vicious \(vicious.calibration/1.*calibrate' again"):
+        Calibration.load(path)
 
 
 def test_the_shipped_calibration_loads_and_records_how_it_was_made():

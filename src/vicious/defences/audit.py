@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -191,7 +192,7 @@ def _audit(classifier: BlackBox, data: AuditData, model: Path, dataset: str, out
     result = score_classifier(classifier, images, settings, labels)
     verdict, each = calibration.verdicts(result.primary())
     descriptions = {d.name: d.description for d in DETECTORS}
-    audit = {
+    audit: dict[str, Any] = {
         "model": str(model),
         "source": classifier.source,
         "dataset": dataset,

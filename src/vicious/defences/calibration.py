@@ -29,6 +29,7 @@ one reference out at a time: thresholds from the others, the verdict on it.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -50,6 +51,7 @@ VERDICTS: tuple[Verdict, ...] = ("likely-honest", "inconclusive", "likely-viciou
 DECIDING_DETECTORS = ("excess_leakage",)
 REFERENCE_IMAGES = 5000  # training images per reference (also in vicious.cli.defences)
 SHIPPED = Path(__file__).resolve().parent / "calibrations"
+CALIBRATION_FORMAT: Literal["vicious.calibration/2"] = "vicious.calibration/2"
 
 
 class Thresholds(BaseModel):
@@ -134,7 +136,7 @@ class Calibration(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    format: Literal["vicious.calibration/2"] = "vicious.calibration/2"
+    format: Literal["vicious.calibration/2"] = CALIBRATION_FORMAT
     vicious_version: str = vicious.__version__
     torch_version: str = torch.__version__
     dataset: str = Field(description="a benchmark dataset's name, or 'your images'")
@@ -177,8 +179,16 @@ class Calibration(BaseModel):
             raise FileNotFoundError(f"no calibration at {path}")
         if path.stat().st_size > 64 << 20:  # a calibration holds a few hundred numbers
             raise ConfigError(f"{path} is {path.stat().st_size >> 20} MiB, not a calibration; run 'vicious calibrate'")
+        text = path.read_bytes()
         try:
-            return cls.model_validate_json(path.read_bytes())
+            found = json.loads(text).get("format")
+        except (ValueError, AttributeError):
+            found = None
+        if isinstance(found, str) and found.startswith("vicious.calibration/") and found != CALIBRATION_FORMAT:
+            raise ConfigError(f"{path} was made by another version of vicious ({found}, this one reads "
+                              f"{CALIBRATION_FORMAT}); run 'vicious calibrate' again, or delete it to use the shipped one")
+        try:
+            return cls.model_validate_json(text)
         except ValidationError as err:
             raise ConfigError(f"{path} is not a usable calibration ({format_validation_error(err, 'file')}); "
                               "delete it and run 'vicious calibrate' again") from None

@@ -18,6 +18,9 @@ from torchvision.models.resnet import BasicBlock
 
 
 class _Standardised(nn.Module):
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         if min(std) <= 0:
