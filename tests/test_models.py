@@ -56,4 +56,5 @@ def test_unknown_model_and_bad_depth_are_clear_errors():
         create_model("resnet")
     with pytest.raises(ValueError, match="6n \\+ 4"):
         create_model("wrn-classifier", depth=12)
-    assert model_names() == ["library-classifier", "own-decoder", "wrn-classifier", "wrn-decoder"]
+    assert model_names() == ["library-classifier", "own-decoder", "reference-cnn", "reference-mlp", "reference-resnet",
+                             "wrn-classifier", "wrn-decoder"]
