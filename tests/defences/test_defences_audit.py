@@ -205,3 +205,10 @@ def test_an_audit_folder_in_use_is_refused_and_left_as_it_was(tmp_path, calibrat
     finally:
         other.send_signal(signal.SIGKILL)
         other.wait()
+
+
+def test_a_score_above_every_reference_is_said_so():
+    from vicious.defences.report import tail_text
+
+    assert tail_text(1 / 9, 8).startswith("above all 8 honest references (tail probability 0.11")
+    assert tail_text(4 / 9, 8) == "tail probability 0.44 of n = 8"

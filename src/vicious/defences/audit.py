@@ -43,7 +43,7 @@ from vicious.defences.calibration import (
     user_images,
 )
 from vicious.defences.outputs import Form
-from vicious.defences.report import audit_page, verdict_sentence
+from vicious.defences.report import audit_page, tail_text, verdict_sentence
 from vicious.defences.sandbox import SandboxLimits
 from vicious.defences.suite import DETECTORS, PRIMARY, SuiteSettings, score_classifier
 from vicious.runs.files import (
@@ -239,8 +239,8 @@ def _audit(classifier: BlackBox, data: AuditData, model: Path, dataset: str, out
     echo(f"verdict: {verdict}")
     echo(verdict_sentence(audit))
     for name, entry in audit["detectors"].items():
-        echo(f"  {name:18} ({entry['role']}) {entry['primary']} = {entry['score']:.4g}: {entry['verdict']}, tail "
-             f"probability {entry['tail_probability']:.2f} of n = {len(calibration.references)} "
+        echo(f"  {name:18} ({entry['role']}) {entry['primary']} = {entry['score']:.4g}: {entry['verdict']}, "
+             f"{tail_text(entry['tail_probability'], len(calibration.references))} "
              f"({describe(calibration.thresholds[name])})")
     echo(f"wrote {out / 'audit.json'} and {out / 'audit.html'}")
     return audit

@@ -52,6 +52,13 @@ def verdict_sentence(audit: dict) -> str:
     return f"Inconclusive: {undecided or named} scored above the honest classifiers' range but not beyond the likely-vicious threshold."
 
 
+def tail_text(probability: float, n: int) -> str:
+    """The empirical tail probability in words: at 1 / (n + 1) the score lies above every reference."""
+    if probability <= 1 / (n + 1) + 1e-9:
+        return f"above all {n} honest references (tail probability {probability:.2f}, the least n = {n} can show)"
+    return f"tail probability {probability:.2f} of n = {n}"
+
+
 def false_positive_sentence(calibration: dict) -> str:
     """How often the rule called an honest model vicious, measured by leaving one reference out."""
     fp = calibration.get("false_positives")
@@ -77,8 +84,8 @@ def score_plot(audit: dict) -> bytes:
         pad = 0.1 * (max(values) - min(values) or 1)
         ax.set_xlim(min(values) - pad, max(values) + pad)
         ax.set_yticks([])
-        ax.set_title(f"{name} ({entry['role']}): {entry['primary']}, tail probability "
-                     f"{entry['tail_probability']:.2f} of n = {len(honest)}", fontsize=9, loc="left")
+        ax.set_title(f"{name} ({entry['role']}): {entry['primary']}, "
+                     f"{tail_text(entry['tail_probability'], len(honest))}", fontsize=9, loc="left")
     axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return figure_png(fig)
@@ -95,7 +102,7 @@ def audit_page(audit: dict, examples: dict[str, torch.Tensor]) -> str:
             span = f"{min(honest):.4g} – {max(honest):.4g}" if honest else "–"
             is_primary = sub == entry["primary"]
             verdict_cell = (f'<b style="color:{_COLOURS[entry["verdict"]]}">{e(entry["verdict"])}</b> '
-                            f'(tail probability {entry["tail_probability"]:.2f}, n = {len(honest)})'
+                            f'({e(tail_text(entry["tail_probability"], len(honest)))})'
                             if is_primary else "")
             rows.append(f"<tr><td>{e(name)} ({e(entry['role'])})</td><td>{'<b>' + e(sub) + '</b>' if is_primary else e(sub)}</td>"
                         f"<td>{value:.4g}</td><td>{span}</td><td>{verdict_cell}</td></tr>")
