@@ -39,6 +39,7 @@ from vicious.defences.calibration import (  # noqa: E402
     Calibration,
     Reference,
     calibration_path,
+    pool_scores,
     shipped_calibration,
     user_images,
 )
@@ -66,13 +67,8 @@ def score_population(records: list[dict], folder: Path, splits, settings: SuiteS
 
 def calibration_from(records: list[dict], settings: SuiteSettings) -> Calibration:
     honest = [r for r in records if r["kind"] == "honest"]
-    scores: dict[str, dict[str, list[float]]] = {}
-    for r in honest:
-        for detector, subs in r["scores"].items():
-            for sub, value in subs.items():
-                scores.setdefault(detector, {}).setdefault(sub, []).append(value)
     refs = [Reference(name=r["name"], accuracy=r["accuracy"]) for r in honest]
-    return Calibration.from_scores("fashion-mnist", 32, settings, scores, refs)
+    return Calibration.from_scores("fashion-mnist", 32, settings, pool_scores([r["scores"] for r in honest]), refs)
 
 
 def counts(records: list[dict], key: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ from vicious.defences.calibration import (
     calibration_path,
     leave_one_out,
     shipped_calibration,
+    tail_probability,
     thresholds_from,
 )
 from vicious.defences.suite import PRIMARY
@@ -26,8 +27,9 @@ def test_thresholds_span_the_honest_zoo_and_a_margin_beyond_it():
     assert [t.verdict(v) for v in (4.0, 4.01, 5.5, 5.51)] == ["likely-honest", "inconclusive", "inconclusive",
                                                               "likely-vicious"]
     # (1 + honest scores at or above it) / (n + 1)
-    assert t.tail_probability(0.0) == 1.0 and t.tail_probability(3.0) == pytest.approx(3 / 6)
-    assert t.tail_probability(9.0) == pytest.approx(1 / 6)
+    honest = [1.0, 4.0, 2.0, 3.0, 2.5]
+    assert tail_probability(0.0, honest) == 1.0 and tail_probability(3.0, honest) == pytest.approx(3 / 6)
+    assert tail_probability(9.0, honest) == pytest.approx(1 / 6)
     same = thresholds_from([0.2, 0.2])  # no spread: the floor keeps a band
     assert same.likely_vicious_above > same.likely_honest_at_most == 0.2
     with pytest.raises(ValueError, match="at least 2"):

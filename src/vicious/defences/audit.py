@@ -214,8 +214,8 @@ def _audit(classifier: BlackBox, data: AuditData, model: Path, dataset: str, out
                 "score": scores[PRIMARY[name]],
                 "verdict": each[name],
                 "role": "deciding" if name in DECIDING_DETECTORS else "advisory",
-                "thresholds": calibration.thresholds[name].model_dump(exclude={"honest_scores"}),
-                "tail_probability": calibration.thresholds[name].tail_probability(scores[PRIMARY[name]]),
+                "thresholds": calibration.thresholds[name].model_dump(),
+                "tail_probability": calibration.tail_probability(name, scores[PRIMARY[name]]),
                 "scores": scores,
                 "honest_reference_scores": calibration.honest_scores.get(name, {}),
             }

@@ -42,7 +42,7 @@ import vicious
 from vicious.config.schema import ConfigError, format_validation_error
 from vicious.data import DatasetInfo, DatasetSplits, cache_root, load_dataset
 from vicious.defences.suite import PRIMARY, SuiteSettings, score_classifier
-from vicious.defences.zoo import DEFAULT_ZOO, ZooMember, reference_box, train_reference
+from vicious.defences.zoo import BATCH_SIZE, DEFAULT_ZOO, ZooMember, reference_box, train_reference
 from vicious.runs.files import atomic_write_json
 from vicious.seeding import generator
 
@@ -60,16 +60,17 @@ class Thresholds(BaseModel):
     likely_honest_at_most: float = Field(description="the highest honest reference score")
     likely_vicious_above: float = Field(description="highest + (highest - median)")
     honest_median: float
-    honest_scores: list[float]
 
     def verdict(self, score: float) -> Verdict:
         if score <= self.likely_honest_at_most:
             return "likely-honest"
         return "likely-vicious" if score > self.likely_vicious_above else "inconclusive"
 
-    def tail_probability(self, score: float) -> float:
-        """(1 + number of honest scores >= ``score``) / (n + 1): how honest-like the score is."""
-        return (1 + sum(h >= score for h in self.honest_scores)) / (len(self.honest_scores) + 1)
+
+
+def tail_probability(score: float, honest_scores: Sequence[float]) -> float:
+    """(1 + number of honest scores >= ``score``) / (n + 1): how honest-like the score is."""
+    return (1 + sum(h >= score for h in honest_scores)) / (len(honest_scores) + 1)
 
 
 def thresholds_from(honest_scores: Sequence[float]) -> Thresholds:
@@ -79,8 +80,7 @@ def thresholds_from(honest_scores: Sequence[float]) -> Thresholds:
     t = torch.tensor(list(honest_scores), dtype=torch.float64)
     highest, median = float(t.max()), float(t.median())  # the lower median for an even n
     spread = max(highest - median, 1e-3 * max(1.0, abs(median)))  # a zoo of equal scores keeps a band
-    return Thresholds(likely_honest_at_most=highest, likely_vicious_above=highest + spread, honest_median=median,
-                      honest_scores=[float(v) for v in honest_scores])
+    return Thresholds(likely_honest_at_most=highest, likely_vicious_above=highest + spread, honest_median=median)
 
 
 def overall_verdict(each: dict[str, Verdict]) -> Verdict:
@@ -169,6 +169,10 @@ class Calibration(BaseModel):
         each = {d: self.thresholds[d].verdict(s) for d, s in primary_scores.items() if d in self.thresholds}
         return overall_verdict(each), each
 
+    def tail_probability(self, detector: str, score: float) -> float:
+        """:func:`tail_probability` of ``score`` among the references' primary scores of ``detector``."""
+        return tail_probability(score, self.honest_scores[detector][PRIMARY[detector]])
+
     def save(self, path: Path) -> None:
         atomic_write_json(Path(path), self.model_dump(mode="json"))
 
@@ -220,6 +224,16 @@ def data_digest(images: torch.Tensor) -> str:
     return hashlib.sha256((images * 255).round().to(torch.uint8).numpy().tobytes()).hexdigest()[:16]
 
 
+def pool_scores(per_reference: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[str, list[float]]]:
+    """detector -> sub-score -> one value per reference, from each reference's ``SuiteResult.scores``."""
+    pooled: dict[str, dict[str, list[float]]] = {}
+    for scores in per_reference:
+        for detector, subs in scores.items():
+            for sub, value in subs.items():
+                pooled.setdefault(detector, {}).setdefault(sub, []).append(value)
+    return pooled
+
+
 def calibrate_on(
     train_images: torch.Tensor, train_labels: torch.Tensor, images: torch.Tensor, labels: torch.Tensor | None,
     info: DatasetInfo, *, image_size: int, settings: SuiteSettings, zoo: Sequence[ZooMember] = DEFAULT_ZOO,
@@ -232,8 +246,7 @@ def calibrate_on(
     if len(zoo) < 3:
         raise ValueError(f"calibration needs at least 3 honest references, got {len(zoo)}")
     start, bf16 = time.perf_counter(), cpu_has_native_bf16()
-    scores: dict[str, dict[str, list[float]]] = {}
-    references = []
+    scores, references = [], []
     for i, member in enumerate(zoo):
         echo(f"honest reference {i + 1}/{len(zoo)}: {member.name} ({member.architecture}, {member.epochs} epochs, "
              f"{len(train_images)} images, releases {member.form})")
@@ -241,14 +254,12 @@ def calibrate_on(
         result = score_classifier(reference_box(network, member, info, image_size), images, settings, labels)
         accuracy = "" if result.accuracy is None else f"accuracy {result.accuracy:.3f}, "
         echo(f"  {accuracy}" + ", ".join(f"{d} {s:.3f}" for d, s in result.primary().items()))
-        for detector, subs in result.scores.items():
-            for sub, value in subs.items():
-                scores.setdefault(detector, {}).setdefault(sub, []).append(value)
+        scores.append(result.scores)
         references.append(Reference(name=member.name, accuracy=result.accuracy, member=member))
-    training = {"zoo": "vicious.defences.zoo", "train_images": len(train_images), "batch_size": 64,
+    training = {"zoo": "vicious.defences.zoo", "train_images": len(train_images), "batch_size": BATCH_SIZE,
                 "precision": "bf16-mixed" if bf16 else "32-true", "train_digest": data_digest(train_images),
                 "scored_digest": data_digest(images)}
-    return Calibration.from_scores(info.name, image_size, settings, scores, references, training,
+    return Calibration.from_scores(info.name, image_size, settings, pool_scores(scores), references, training,
                                    channels=info.channels, num_outputs=info.num_outputs, data_source=data_source,
                                    seconds=round(time.perf_counter() - start, 1))
 

@@ -109,7 +109,8 @@ class ExcessLeakage(Detector):
         n_eval = max(2, round(len(images) * self.eval_fraction))
         order = torch.randperm(len(images), generator=generator(self.seed))
         train, held_out = order[n_eval:], order[:n_eval]
-        statistics = self.statistics or ImageStatistics.fit(images[train])
+        train_images = images[train]
+        statistics = self.statistics or ImageStatistics.fit(train_images)
         labels = label_features(outputs, classifier.form, classifier.task)
         groups = group_ids(predicted_labels(outputs, classifier.form, classifier.task))
         extra = output_features(outputs, classifier.form, classifier.task)
@@ -125,8 +126,8 @@ class ExcessLeakage(Detector):
         for name, (fit_on, measure_on) in features.items():
             with seeded_initialisation(self.seed):  # same initialisation stream for both decoders
                 decoder = shadow_decoder(self.decoder, fit_on.shape[1], classifier.input_shape, self.hidden)
-            validation = (fit_on[val], images[train][val]) if n_val else None
-            fit_decoder(decoder, fit_on[fit], images[train][fit], epochs=self.epochs, batch_size=self.batch_size,
+            validation = (fit_on[val], train_images[val]) if n_val else None
+            fit_decoder(decoder, fit_on[fit], train_images[fit], epochs=self.epochs, batch_size=self.batch_size,
                         lr=self.lr, seed=self.seed, validation=validation, patience=self.patience)
             reconstructions = decode(decoder, measure_on)
             measures = reconstruction_measures(target, reconstructions, statistics, self.variance_fraction)

@@ -32,6 +32,7 @@ from vicious.models import create_model
 from vicious.seeding import generator, seeded_initialisation
 
 ARCHITECTURES = ("wrn-10-1", "cnn", "resnet", "mlp")
+BATCH_SIZE = 64
 
 
 class ZooMember(BaseModel):
@@ -85,7 +86,7 @@ def _augment(images: torch.Tensor, draws: torch.Generator) -> torch.Tensor:
 
 
 def train_reference(member: ZooMember, images: torch.Tensor, labels: torch.Tensor, info: DatasetInfo,
-                    image_size: int, *, batch_size: int = 64, bf16: bool = False) -> nn.Module:
+                    image_size: int, *, batch_size: int = BATCH_SIZE, bf16: bool = False) -> nn.Module:
     """An honest classifier trained by ``member``'s recipe on ``images`` (N, C, S, S) in [0, 1]
     and ``labels`` (int64 (N,), or float (N, K) for multilabel tasks); returned in eval mode."""
     mean = images.mean(dim=(0, 2, 3)).tolist()
