@@ -146,6 +146,8 @@ def _train_locked(config: RunConfig, run_dir: Path, resume: bool, splits, writer
             _load_phase(selected, classifier, decoder)
             continue
         summary["phases"][phase] = _fit_phase(config, run_dir, phase, splits, classifier, decoder, resume)
+        # Every process has loaded the phase's best checkpoint before rank 0 deletes it.
+        _wait_for_every_process()
         if writer:
             save_state({"classifier": classifier.state_dict(), "decoder": decoder.state_dict()}, selected)
             best = summary["phases"][phase]["best_checkpoint"]
@@ -153,9 +155,13 @@ def _train_locked(config: RunConfig, run_dir: Path, resume: bool, splits, writer
                 (selected.parent / best).unlink(missing_ok=True)
     if writer:
         _write_results(config, run_dir, splits, classifier, decoder, summary, started)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()  # every process returns once the weights are on disk
+    _wait_for_every_process()  # every process returns once the weights are on disk
     return run_dir
+
+
+def _wait_for_every_process() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 def data_record(splits) -> dict:
