@@ -10,7 +10,7 @@ import vicious
 LAYERS = [
     ("vicious", "vicious.files", "vicious.pages", "vicious.figures", "vicious.seeding"),
     ("vicious.config",),
-    ("vicious.data", "vicious.models", "vicious.metrics"),
+    ("vicious.data", "vicious.models", "vicious.metrics", "vicious.release"),
     ("vicious.attack",),
     ("vicious.runs",),
     ("vicious.defences",),

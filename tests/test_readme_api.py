@@ -26,7 +26,7 @@ def test_the_readme_api_example_runs(tmp_path, monkeypatch, capsys):
     assert outputs.shape == (16, 10) and rebuilt.shape == images.shape
     assert 0 <= rebuilt.min() and rebuilt.max() <= 1
     # top-1 of logits, built here by hand: the largest logit kept, every other one 10 below it
-    # (vicious.defences.release.TopK); G's reconstructions are of exactly that.
+    # (vicious.release.policies.TopK); G's reconstructions are of exactly that.
     top, index = outputs.max(dim=1, keepdim=True)
     expected = (top - 10).expand_as(outputs).clone().scatter_(1, index, top)
     torch.testing.assert_close(top1, expected)

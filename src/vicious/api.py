@@ -25,7 +25,7 @@ from vicious.config.presets import get_preset
 from vicious.config.schema import RunConfig, apply_overrides, load_config
 from vicious.defences.calibration import REFERENCE_IMAGES
 from vicious.defences.calibration import calibrate as calibrate_references
-from vicious.defences.release import ReleasePolicy, parse_policy
+from vicious.release.policies import ReleasePolicy, parse_policy
 from vicious.defences.suite import SuiteSettings
 from vicious.runs.layout import TrainedRun, open_run
 
@@ -78,7 +78,8 @@ def reconstruct(run: TrainedRun, images: torch.Tensor, *, policy: str | ReleaseP
     floats in [0, 1], at the run's channels and size) and G's reconstructions of them
     (``N×C×H×W`` in [0, 1]). ``policy``: a release policy (``"top-1"``, ``"label-only"``,
     ...) applied to the outputs before G sees them, as a careful user would apply it before
-    sending them."""
+    sending them (default: the run's ``release``); the outputs are then the released vector,
+    in the form the server observes (probabilities for a ``softmax`` run)."""
     from vicious.metrics._validate import validate_images
     from vicious.runs.evaluation import reconstruct as forward
 
@@ -86,9 +87,8 @@ def reconstruct(run: TrainedRun, images: torch.Tensor, *, policy: str | ReleaseP
     validate_images(images, "images")
     if tuple(images.shape[1:]) != (info.channels, size, size):
         raise ValueError(f"images must be N×{info.channels}×{size}×{size} for this run, got {tuple(images.shape)}")
-    form: Literal["logits", "probabilities"] = "probabilities" if run.config.output == "softmax" else "logits"
-    transform = None if policy is None else (lambda outputs: release(outputs, policy, form=form))
-    return forward(run, images, batch_size=batch_size, release=transform)
+    chosen = parse_policy(policy) if isinstance(policy, str) else policy
+    return forward(run, images, batch_size=batch_size, policy=chosen)
 
 
 def release(outputs: torch.Tensor, policy: str | ReleasePolicy, *, form: Literal["logits", "probabilities"] = "logits",

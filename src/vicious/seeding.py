@@ -46,3 +46,9 @@ def batch_seed(seed: int, epoch: int, global_batch: int) -> int:
     """The seed of a training batch's augmented copies (``vicious.attack.lightning_module``);
     ``hash`` of a tuple of ints does not depend on PYTHONHASHSEED."""
     return hash((seed, epoch, global_batch)) % 2**62
+
+
+def release_seed(seed: int, epoch: int, global_batch: int) -> int:
+    """The seed of a training batch's release noise (``release.policy``), apart from its
+    augmentation's; ``epoch=-1`` for validation batches."""
+    return hash((seed, epoch, global_batch, 1)) % 2**62

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vicious.defences.release import Identity, LabelOnly, Noise, Rounding, Temperature, TopK, parse_policy
+from vicious.release.policies import Identity, LabelOnly, Noise, Rounding, Temperature, TopK, parse_policy
 from vicious.defences.release_evaluation import observed_decoder
 from vicious.models import create_model
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vicious.defences import describe_outputs, effective_rank, roc_auc, tpr_at_fpr
-from vicious.defences.outputs import detect_form, label_features, log_odds, probabilities
+from vicious.release.outputs import detect_form, label_features, log_odds, probabilities
 from vicious.defences.sensitivity import perturbations, shift
 
 

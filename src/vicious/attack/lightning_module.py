@@ -19,7 +19,8 @@ from vicious.config.schema import LossConfig
 from vicious.data.augment import with_augmented_copies
 from vicious.metrics.accuracy import correct_predictions
 from vicious.metrics.ssim import ssim_separable
-from vicious.seeding import batch_seed
+from vicious.release.policies import ReleasePolicy, released_outputs
+from vicious.seeding import batch_seed, release_seed
 from vicious.seeding import generator as seeded_generator
 
 
@@ -70,6 +71,7 @@ class AttackModule(L.LightningModule):
         channels_last: bool = False,
         nan_check_every: int = 1,
         outputs_given: bool = False,
+        release: ReleasePolicy | None = None,
     ) -> None:
         super().__init__()
         self.classifier, self.decoder = classifier, decoder
@@ -79,6 +81,8 @@ class AttackModule(L.LightningModule):
         self.register_buffer("pos_weight", pos_weight, persistent=False)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.nan_check_every = nan_check_every
+        # The users' release policy, between F and G (None: G sees F's outputs as they are).
+        self.release = None if release is None or release.name == "none" else release
         # Decoder phase only: the batches' second element is F's precomputed outputs, not labels.
         self.outputs_given = outputs_given
         if outputs_given and (phase != "decoder" or augment):
@@ -114,11 +118,11 @@ class AttackModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         images, labels = self._images(batch[0]), batch[1]
+        global_batch = batch_idx * self.world_size + self.global_rank
         if self.augment:
             # Seeded by position, not by a running RNG, so a resumed run draws the same copies;
             # by the global batch number (see EpochSeededSampler), so w DDP processes draw the
             # copies one process draws with accumulate_grad_batches=w.
-            global_batch = batch_idx * self.world_size + self.global_rank
             generator = seeded_generator(batch_seed(self.seed, self.current_epoch, global_batch), images.device)
             with _float32(images.device):
                 images, labels = with_augmented_copies(images, labels, generator=generator)
@@ -139,7 +143,7 @@ class AttackModule(L.LightningModule):
             if cfg.beta_ent:
                 total = total + cfg.beta_ent * output_entropy(logits, self.multilabel)
         if self.phase != "classifier":
-            x_rec = self.decoder(logits.float())
+            x_rec = self._decode(logits.float(), release_seed(self.seed, self.current_epoch, global_batch), True)
             with _float32(images.device):
                 reconstruction = reconstruction_loss(
                     x_rec.float(), images,
@@ -155,6 +159,16 @@ class AttackModule(L.LightningModule):
         # Per step, this process's value: Lightning reads it only every log_every_n_steps.
         self.log("train/loss_step", total.detach(), on_step=True, on_epoch=False, sync_dist=False)
         return total
+
+    def _decode(self, logits: torch.Tensor, seed: int, training: bool) -> torch.Tensor:
+        """G's reconstruction from what the server receives: F's outputs after the release policy."""
+        if self.release is None:
+            return self.decoder(logits)
+        task = "multilabel" if self.multilabel else "multiclass"
+        output = getattr(self.decoder, "input_form", "raw")
+        # Noise is drawn on the CPU (the policies' generators are CPU ones), seeded by position.
+        released = released_outputs(self.release, logits, output, task, seeded_generator(seed), training=training)
+        return self.decoder.forward_observed(released)
 
     def _record_nonfinite(self, total: torch.Tensor, batch_idx: int) -> None:
         """Keep (batch, loss) of the first non-finite loss on the device: no synchronisation."""
@@ -192,7 +206,7 @@ class AttackModule(L.LightningModule):
             correct = correct_predictions(logits, labels)
             self.val_accuracy.update(correct.mean(dim=1) if correct.dim() == 2 else correct)
         if self.phase != "classifier":
-            x_rec = self.decoder(logits.float()).float()
+            x_rec = self._decode(logits.float(), release_seed(self.seed, -1, batch_idx), False).float()
             self.val_mse.update(((x_rec - images) ** 2).flatten(1).mean(dim=1))
             with _float32(images.device):
                 self.val_ssim.update(ssim_separable(x_rec, images))

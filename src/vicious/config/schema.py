@@ -199,6 +199,21 @@ class TrainConfig(_Section):
         "'lines' = one line per epoch always; false = nothing")
 
 
+class ReleaseConfig(_Section):
+    """What users send the server: F's outputs after a release policy (``vicious.release.policies``).
+
+    A server that expects the policy trains through it (the vicious and autoencoder
+    regimes train F and G with it between them, the honest regime its post-hoc decoder
+    on released outputs), and every measure of the run is taken on released outputs."""
+
+    policy: Literal["none", "topk", "label-only", "round", "temperature", "gaussian", "laplace"] = Field(
+        "none", description="none, topk (k), label-only, round (decimals), temperature, gaussian or laplace (scale)")
+    k: int = Field(3, ge=1, le=100_000, description="topk: the classes whose values are released")
+    decimals: int = Field(1, ge=0, le=8, description="round: decimals kept")
+    temperature: float = Field(2.0, gt=0, le=1e6, description="temperature: logits divided by this")
+    scale: float = Field(0.1, ge=0, le=1e6, description="gaussian, laplace: the noise's scale (sd, or b)")
+
+
 class EvaluationConfig(_Section):
     variance_fraction: float = Field(0.9, gt=0, le=1, description="R principal: variance held by the subspace")
     num_images: int = Field(8, ge=1, le=64, description="images shown in reconstruction grids")
@@ -236,6 +251,7 @@ class RunConfig(_Section):
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()
+    release: ReleaseConfig = ReleaseConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     preset: str | None = Field(None, description="the preset this config started from")
     version: str = Field(vicious.__version__, description="vicious version that wrote this config")

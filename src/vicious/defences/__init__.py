@@ -12,7 +12,8 @@ through a :class:`BlackBox` (images -> outputs):
 ``vicious audit`` (:mod:`vicious.defences.audit`) runs them on a TorchScript, ONNX
 or run-directory classifier against thresholds calibrated on honest reference
 classifiers (:mod:`vicious.defences.calibration`). Release policies
-(:mod:`vicious.defences.release`) blunt what leaves the device.
+(:mod:`vicious.release.policies`) blunt what leaves the device; what they cost is
+measured by :mod:`vicious.defences.release_evaluation`.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ from vicious.defences.calibration import (
     shipped_calibration,
     user_images,
 )
-from vicious.defences.outputs import Form
+from vicious.release.outputs import Form
 from vicious.defences.report import audit_page, tail_text, verdict_sentence
 from vicious.defences.sandbox import SandboxLimits
 from vicious.defences.suite import DETECTORS, PRIMARY, SuiteSettings, score_classifier

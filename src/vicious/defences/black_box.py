@@ -33,7 +33,7 @@ import torch
 from vicious.data import DatasetInfo
 from vicious.defences import model_formats
 from vicious.defences.onnx_files import NotOnnx, external_locations
-from vicious.defences.outputs import (
+from vicious.release.outputs import (
     FORMS,
     Form,
     Task,

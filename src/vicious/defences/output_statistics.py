@@ -28,7 +28,7 @@ import torch
 from vicious.data.types import Task
 from vicious.defences.black_box import BlackBox
 from vicious.defences.detector import Detector, check_images
-from vicious.defences.outputs import Form, check_outputs, log_odds, predicted_labels, probabilities
+from vicious.release.outputs import Form, check_outputs, log_odds, predicted_labels, probabilities
 
 
 def effective_rank(covariance: torch.Tensor) -> float:

@@ -35,7 +35,7 @@ from torchvision.transforms.v2.functional import gaussian_blur
 from vicious.defences.black_box import BlackBox
 from vicious.defences.detector import Detector, check_images
 from vicious.defences.output_statistics import group_ids
-from vicious.defences.outputs import log_odds, predicted_labels, probabilities
+from vicious.release.outputs import log_odds, predicted_labels, probabilities
 from vicious.seeding import generator
 
 Perturbation = Callable[[torch.Tensor], torch.Tensor]

@@ -18,7 +18,7 @@ from vicious.defences.black_box import BlackBox
 from vicious.defences.detector import Detector, check_images
 from vicious.defences.excess_leakage import ExcessLeakage, LeakageAssessment
 from vicious.defences.output_statistics import OutputStatistics
-from vicious.defences.outputs import predicted_labels
+from vicious.release.outputs import predicted_labels
 from vicious.defences.sensitivity import Sensitivity
 
 

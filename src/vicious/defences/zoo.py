@@ -26,7 +26,7 @@ from torch import nn
 
 from vicious.data.types import DatasetInfo
 from vicious.defences.black_box import BlackBox
-from vicious.defences.outputs import Form
+from vicious.release.outputs import Form
 from vicious.defences.sensitivity import shift
 from vicious.models import create_model
 from vicious.seeding import generator, seeded_initialisation

@@ -86,6 +86,11 @@ class WideResNetDecoder(nn.Module):
     def forward(self, outputs: torch.Tensor) -> torch.Tensor:
         if self.input_form == "softmax":
             outputs = outputs_to_probabilities(outputs, self.task)
+        return self.forward_observed(outputs)
+
+    def forward_observed(self, outputs: torch.Tensor) -> torch.Tensor:
+        """G on the vector the server observes (probabilities for a ``softmax`` decoder), as
+        released by the user: the softmax already happened on the device."""
         x = self.fc(self.input_norm(outputs)).view(outputs.shape[0], -1, self.start, self.start)
         x = torch.relu(self.bn(self.blocks(x)))
         return torch.sigmoid(self.head(x))

@@ -112,4 +112,8 @@ class OwnDecoder(nn.Module):
     def forward(self, outputs: torch.Tensor) -> torch.Tensor:
         if self.input_form == "softmax":
             outputs = outputs_to_probabilities(outputs, self.task)
+        return self.forward_observed(outputs)
+
+    def forward_observed(self, outputs: torch.Tensor) -> torch.Tensor:
+        """G on the vector the server observes (probabilities for a ``softmax`` decoder)."""
         return self.network(outputs)

@@ -11,7 +11,7 @@ optional (a file of an older vicious may lack the newer ones) and may be NaN or 
 Layout (numbers are per test split; ``label_only`` holds the same reconstruction measures
 for the label-only floor; intervals are 95% bootstrap percentiles)::
 
-    regime, dataset, output, preset, seed, num_outputs, num_test_images, accuracy,
+    regime, dataset, output, preset, seed, release, num_outputs, num_test_images, accuracy,
     mse, psnr, psnr_per_image_mean, ssim,
     risk: {exact: {mean, median, frac_above_one}, principal: {..., variance_fraction, components}},
     reidentification: {pixel: {top1, top5}, principal: {top1, top5}},
@@ -89,6 +89,7 @@ class RunResult(ReconstructionMeasures):
     seed: StrictInt
     num_outputs: StrictInt
     preset: StrictStr | None = None
+    release: StrictStr | None = None  # the release policy the measures were taken behind ("none", "top-3", ...)
     num_test_images: StrictInt | None = None
     accuracy: Number | None = None
     label_only: ReconstructionMeasures | None = None

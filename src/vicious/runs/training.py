@@ -25,6 +25,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from vicious.release.policies import release_policy
 from vicious.attack.batches import TensorDataModule
 from vicious.attack.lightning_module import AttackModule
 from vicious.data import Split
@@ -320,6 +321,7 @@ def _fit_phase(config, run_dir, phase, splits, classifier, decoder, resume) -> d
         warmup_fraction=train.warmup_fraction, decoder_lr_scale=train.decoder_lr_scale, seed=config.seed,
         augment=config.data.augment, pos_weight=splits.pos_weight, channels_last=plan.channels_last,
         nan_check_every=50 if trains_on_cuda(train) else 1, outputs_given=outputs_given,
+        release=release_policy(config.release),
     )
     if plan.channels_last:
         module = module.to(memory_format=torch.channels_last)

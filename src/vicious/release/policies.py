@@ -15,7 +15,14 @@ shape. Every policy keeps the top-1 class except noise (which may flip it).
 
 For multi-attribute outputs, ``label-only`` releases the binarised attributes and
 ``temperature`` divides each attribute's logit; ``top-k`` is for classes only.
-``parse_policy("top-3")`` builds a policy from its name.
+``parse_policy("top-3")`` builds a policy from its name, ``release_policy(config.release)``
+from a run's config.
+
+A server that knows the policy trains F and G through it (``for_training``): top-k,
+temperature and noise pass their own gradients (noise is reparameterised: x + s·ε with ε
+drawn apart from x); label-only and rounding, whose gradient is zero almost everywhere, pass
+the identity's (straight-through: the forward value is the release, the backward pass
+treats the policy as absent; Bengio et al. 2013, arXiv 1308.3432).
 """
 
 from __future__ import annotations
@@ -23,17 +30,28 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
+from vicious.config.schema import ReleaseConfig
 from vicious.data.types import Task
-from vicious.defences.outputs import Form, check_outputs, label_features, log_odds
+from vicious.models import outputs_to_probabilities
+from vicious.release.outputs import Form, check_outputs, label_features, log_odds
 
 
 class ReleasePolicy(ABC):
+    #: Whether ``apply`` has a useful gradient of its own; else training goes straight through.
+    differentiable: ClassVar[bool] = False
+
     @property
     @abstractmethod
     def name(self) -> str: ...
+
+    @property
+    def family(self) -> str:
+        """The policy without its parameter (``top-3`` -> ``top-k``): one table and plot each."""
+        return self.name
 
     @abstractmethod
     def apply(self, outputs: torch.Tensor, form: Form, task: Task, generator: torch.Generator | None) -> torch.Tensor: ...
@@ -46,10 +64,19 @@ class ReleasePolicy(ABC):
             raise ValueError(f"form must be 'logits' or 'probabilities', got {form!r}")
         return self.apply(check_outputs(outputs), form, task, generator)
 
+    def for_training(
+        self, outputs: torch.Tensor, form: Form, task: Task = "multiclass", generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """The released ``(N, K)`` vector with a gradient for a server training through the policy
+        (module docstring); no checks, no synchronisation with the device."""
+        released = self.apply(outputs, form, task, generator)
+        return released if self.differentiable else outputs + (released - outputs).detach()
+
 
 @dataclass(frozen=True)
 class Identity(ReleasePolicy):
     name = "none"
+    differentiable = True
 
     def apply(self, outputs, form, task, generator):
         return outputs
@@ -60,6 +87,8 @@ class TopK(ReleasePolicy):
     k: int
     fill: float = 0.0
     logit_gap: float = 10.0
+    differentiable = True  # through the kept values (and, for logits, the fill below them)
+    family = "top-k"
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -91,6 +120,7 @@ class LabelOnly(ReleasePolicy):
 @dataclass(frozen=True)
 class Rounding(ReleasePolicy):
     decimals: int
+    family = "round-d"
 
     def __post_init__(self) -> None:
         if self.decimals < 0:
@@ -107,6 +137,8 @@ class Rounding(ReleasePolicy):
 @dataclass(frozen=True)
 class Temperature(ReleasePolicy):
     temperature: float
+    differentiable = True
+    family = "temperature"
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -127,6 +159,7 @@ class Temperature(ReleasePolicy):
 class Noise(ReleasePolicy):
     kind: str
     scale: float
+    differentiable = True  # reparameterised: the noise is drawn apart from the outputs
 
     def __post_init__(self) -> None:
         if self.kind not in ("gaussian", "laplace"):
@@ -137,6 +170,10 @@ class Noise(ReleasePolicy):
     @property
     def name(self) -> str:
         return f"{self.kind}-{self.scale:g}"
+
+    @property
+    def family(self) -> str:
+        return self.kind
 
     def apply(self, outputs, form, task, generator):
         if self.kind == "gaussian":
@@ -169,3 +206,31 @@ def parse_policy(text: str) -> ReleasePolicy:
     raise ValueError(
         f"unknown release policy {text!r}; use none, top-K, label-only, round-D, temperature-T, gaussian-S or laplace-S"
     )
+
+
+def release_policy(config: ReleaseConfig) -> ReleasePolicy:
+    """The policy a run's ``release`` section names (``release.policy=topk release.k=3``: top-3)."""
+    builders = {
+        "none": Identity,
+        "topk": lambda: TopK(config.k),
+        "label-only": LabelOnly,
+        "round": lambda: Rounding(config.decimals),
+        "temperature": lambda: Temperature(config.temperature),
+        "gaussian": lambda: Noise("gaussian", config.scale),
+        "laplace": lambda: Noise("laplace", config.scale),
+    }
+    return builders[config.policy]()
+
+
+def released_outputs(
+    policy: ReleasePolicy, logits: torch.Tensor, output: str, task: Task = "multiclass",
+    generator: torch.Generator | None = None, *, training: bool = False,
+) -> torch.Tensor:
+    """What the server receives for F's logits ``(N, K)``: the form a run's ``output`` names
+    (``raw``: logits, ``softmax``: probabilities) after ``policy``; with ``training``, with the
+    gradient of ``for_training``. A decoder takes it through ``forward_observed``."""
+    form: Form = "probabilities" if output == "softmax" else "logits"
+    observed = outputs_to_probabilities(logits, task) if form == "probabilities" else logits
+    if training:
+        return policy.for_training(observed, form, task, generator)
+    return policy(observed, form, task, generator)
