@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from vicious.config.presets import cpu_sized_config
+from vicious.defences.release_evaluation import evaluate_policy, observed_outputs
 from vicious.release.outputs import observed_form
 from vicious.release.policies import parse_policy
-from vicious.defences.release_evaluation import evaluate_policy, observed_outputs
 from vicious.runs.evaluation import fit_statistics
 from vicious.runs.files import atomic_write_json
 from vicious.runs.layout import open_run

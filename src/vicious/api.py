@@ -25,8 +25,8 @@ from vicious.config.presets import get_preset
 from vicious.config.schema import RunConfig, apply_overrides, load_config
 from vicious.defences.calibration import REFERENCE_IMAGES
 from vicious.defences.calibration import calibrate as calibrate_references
-from vicious.release.policies import ReleasePolicy, parse_policy
 from vicious.defences.suite import SuiteSettings
+from vicious.release.policies import ReleasePolicy, parse_policy
 from vicious.runs.layout import TrainedRun, open_run
 
 __all__ = ["SuiteSettings", "TrainedRun", "audit", "calibrate", "config", "evaluate", "load", "reconstruct",

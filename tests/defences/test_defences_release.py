@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vicious.release.policies import Identity, LabelOnly, Noise, Rounding, Temperature, TopK, parse_policy
 from vicious.defences.release_evaluation import observed_decoder
 from vicious.models import create_model
+from vicious.release.policies import Identity, LabelOnly, Noise, Rounding, Temperature, TopK, parse_policy
 
 LOGITS = torch.randn(200, 10, generator=torch.Generator().manual_seed(0)) * 2
 PROBS = torch.softmax(LOGITS, dim=1)

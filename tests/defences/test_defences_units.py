@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from vicious.defences import describe_outputs, effective_rank, roc_auc, tpr_at_fpr
-from vicious.release.outputs import detect_form, label_features, log_odds, probabilities
 from vicious.defences.sensitivity import perturbations, shift
+from vicious.release.outputs import detect_form, label_features, log_odds, probabilities
 
 
 def test_forms_are_detected_and_log_odds_recover_centred_logits():

@@ -42,10 +42,10 @@ from vicious.defences.calibration import (
     shipped_calibration,
     user_images,
 )
-from vicious.release.outputs import Form
 from vicious.defences.report import audit_page, tail_text, verdict_sentence
 from vicious.defences.sandbox import SandboxLimits
 from vicious.defences.suite import DETECTORS, PRIMARY, SuiteSettings, score_classifier
+from vicious.release.outputs import Form
 from vicious.runs.files import (
     atomic_write_json,
     atomic_write_text,

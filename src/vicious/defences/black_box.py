@@ -33,14 +33,6 @@ import torch
 from vicious.data import DatasetInfo
 from vicious.defences import model_formats
 from vicious.defences.onnx_files import NotOnnx, external_locations
-from vicious.release.outputs import (
-    FORMS,
-    Form,
-    Task,
-    check_outputs,
-    detect_form,
-    observed_form,
-)
 from vicious.defences.sandbox import (
     MAX_REPLY_BYTES,
     ModelError,
@@ -51,6 +43,14 @@ from vicious.defences.sandbox import (
     printable,
 )
 from vicious.files import format_bytes
+from vicious.release.outputs import (
+    FORMS,
+    Form,
+    Task,
+    check_outputs,
+    detect_form,
+    observed_form,
+)
 
 _PICKLE_MAGIC = (b"\x80", b"(", b"}", b"]")  # pickle protocols 2-5, and 0/1 containers
 # A static batch the audit pads every batch to; more is a crafted file (a 1e8 batch asks 400 GB).

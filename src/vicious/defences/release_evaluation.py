@@ -22,11 +22,11 @@ from torch import nn
 
 from vicious.attack.objective import reconstruction_loss
 from vicious.config.schema import LossConfig
-from vicious.release.outputs import Form
-from vicious.release.policies import ReleasePolicy
 from vicious.defences.shadow import decode, fit_decoder, reconstruction_measures
 from vicious.metrics import ImageStatistics, correct_predictions
 from vicious.models import outputs_to_probabilities
+from vicious.release.outputs import Form
+from vicious.release.policies import ReleasePolicy
 from vicious.seeding import generator
 
 

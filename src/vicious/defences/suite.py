@@ -18,8 +18,8 @@ from vicious.defences.black_box import BlackBox
 from vicious.defences.detector import Detector, check_images
 from vicious.defences.excess_leakage import ExcessLeakage, LeakageAssessment
 from vicious.defences.output_statistics import OutputStatistics
-from vicious.release.outputs import predicted_labels
 from vicious.defences.sensitivity import Sensitivity
+from vicious.release.outputs import predicted_labels
 
 
 class SuiteSettings(BaseModel):

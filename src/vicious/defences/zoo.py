@@ -26,9 +26,9 @@ from torch import nn
 
 from vicious.data.types import DatasetInfo
 from vicious.defences.black_box import BlackBox
-from vicious.release.outputs import Form
 from vicious.defences.sensitivity import shift
 from vicious.models import create_model
+from vicious.release.outputs import Form
 from vicious.seeding import generator, seeded_initialisation
 
 ARCHITECTURES = ("wrn-10-1", "cnn", "resnet", "mlp")
