@@ -145,6 +145,35 @@ def leakage_curves(points: Sequence[dict], *, dpi: int = 110) -> bytes:
     return figure_png(fig, dpi=dpi)
 
 
+def release_policy_curves(points: Sequence[dict], *, title: str = "", dpi: int = 110) -> bytes:
+    """Accuracy against PSNR behind release policies: a line per server (``arm``) and output
+    form across the policies, each point labelled with its policy.
+
+    ``points``: dicts with ``arm``, ``policy``, ``output`` (str) and ``accuracy``, ``psnr`` (float),
+    in the order the lines join them.
+    """
+    colours = ("tab:orange", "tab:purple", "tab:red", "tab:gray", "tab:green", "tab:brown")
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    arms = list(dict.fromkeys(p["arm"] for p in points))
+    for arm, colour in zip(arms, colours):
+        for output in dict.fromkeys(p["output"] for p in points):
+            chosen = [p for p in points if p["arm"] == arm and p["output"] == output]
+            if not chosen:
+                continue
+            ax.plot([p["accuracy"] for p in chosen], [p["psnr"] for p in chosen], color=colour,
+                    marker=OUTPUT_MARKERS.get(output, "s"), ls="-" if output == "raw" else "--", label=f"{arm}, {output}")
+            for p in chosen:
+                ax.annotate(p["policy"], (p["accuracy"], p["psnr"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("accuracy of the released outputs")
+    ax.set_ylabel("PSNR of the server's reconstruction (dB)")
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return figure_png(fig, dpi=dpi)
+
+
 # --- the demo page ---------------------------------------------------------------------------
 
 DEMO_COLOURS = {"label only": "tab:gray", "honest": "tab:blue", "vicious": "tab:red"}

@@ -10,12 +10,19 @@ For one trained vicious pair (F, G) and one policy, on the test images:
 
 Reconstructions are measured with R on the principal subspace and PSNR of the
 mean MSE (PSNR = 10·log10(1 / mean MSE), data range 1).
+
+``release_arms`` measures a finished run the same way, with every measure of its
+``metrics.json`` (accuracy, PSNR, SSIM, R, re-identification, the label-only floor), and
+keeps the result in the run's ``release/<policy>.json``: arms (a) and (b) of the release
+table, whose arm (c) is a run trained through the policy (``release.policy=...``).
 """
 
 from __future__ import annotations
 
 import copy
 from functools import partial
+
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -25,8 +32,12 @@ from vicious.config.schema import LossConfig
 from vicious.defences.shadow import decode, fit_decoder, reconstruction_measures
 from vicious.metrics import ImageStatistics, correct_predictions
 from vicious.models import outputs_to_probabilities
-from vicious.release.outputs import Form
+from vicious.release.outputs import Form, observed_form
 from vicious.release.policies import ReleasePolicy
+from vicious.runs.evaluation import evaluate_released
+from vicious.runs.files import atomic_write_json, read_json
+from vicious.runs.layout import open_run
+from vicious.runs.locks import folder_lock
 from vicious.seeding import generator
 
 
@@ -77,4 +88,42 @@ def evaluate_policy(
         transform=lambda batch, generator: policy(batch, form, "multiclass", generator),
     )
     result["retrained"] = reconstruction_measures(images, decode(retrained, released), statistics, variance_fraction)
+    return result
+
+
+#: What ``release_arms`` keeps per policy; another value recomputes.
+ARMS_FORMAT = "vicious.release-arms/1"
+
+
+def release_arms(run_dir: Path, policy: ReleasePolicy, *, retrain_epochs: int = 2) -> dict:
+    """Arms (a) and (b) for a finished run behind ``policy``: ``{"blind": ..., "retrained":
+    ..., "label_only": ...}``, each with the measures of ``metrics.json`` and its accuracy.
+
+    (b) fine-tunes a copy of G for ``retrain_epochs`` on the released outputs of the run's
+    own training images (the policy drawn afresh each batch), as a server that learns of the
+    policy after training would. Cached in ``RUN/release/<policy>.json`` (under the run's lock)."""
+    run_dir = Path(run_dir)
+    cache = run_dir / "release" / f"{policy.name}.json"
+    wanted = {"format": ARMS_FORMAT, "policy": policy.name, "retrain_epochs": retrain_epochs}
+    if cache.is_file():
+        saved = read_json(cache, what="release arms")
+        if isinstance(saved, dict) and all(saved.get(k) == v for k, v in wanted.items()):
+            return saved
+    with folder_lock(run_dir):
+        run = open_run(run_dir)
+        config, splits = run.config, run.splits
+        form = observed_form(config.output)
+        blind = evaluate_released(run, policy)
+        server = observed_outputs(run.classifier, splits.train.float_images(), form, splits.info.task)
+        decoder = fit_decoder(
+            observed_decoder(run.decoder).train(), server, splits.train.float_images(), epochs=retrain_epochs,
+            batch_size=config.train.batch_size, lr=config.train.lr, seed=config.seed + 1,
+            loss=partial(reconstruction_loss, alpha_huber=config.loss.alpha_huber, alpha_ssim=config.loss.alpha_ssim,
+                         huber_delta=config.loss.huber_delta),
+            transform=lambda batch, draws: policy(batch, form, splits.info.task, draws),
+        )
+        retrained = evaluate_released(run, policy, decoder=decoder)
+        result = {**wanted, "blind": blind["measures"], "retrained": retrained["measures"],
+                  "label_only": blind["label_only"]}
+        atomic_write_json(cache, result)
     return result

@@ -24,6 +24,7 @@ from vicious.figures import (
     accuracy_risk_scatter,
     leakage_curves,
     png_img,
+    release_policy_curves,
     reconstruction_grid,
     risk_histograms,
     training_curves,
@@ -31,6 +32,7 @@ from vicious.figures import (
 from vicious.pages import html_page
 from vicious.runs.files import atomic_write_text, read_json
 from vicious.runs.loggers import read_training_log
+from vicious.studies.release_study import release_points
 from vicious.studies.sweep import GRID_COPY, SWEEP_FILE, read_status
 from vicious.studies.table import (
     R_EXACT,
@@ -257,6 +259,19 @@ def _reconstruction_sections(records: Sequence[RunRecord], keys: Sequence[str], 
     return "".join(grids) + "".join(extremes)
 
 
+def _release_section(tables: Sequence[Table]) -> str:
+    """Accuracy against PSNR per release-policy family, beside its table."""
+    chosen = [t for t in tables if t.key.startswith("release-")]
+    if not chosen:
+        return ""
+    figures = "".join(png_img(release_policy_curves(release_points(t), title=t.title), f"accuracy against PSNR, {t.title}")
+                      for t in chosen)
+    return ('<h2 id="release">Release policies against a server that knows them</h2><p>Each figure: the '
+            "accuracy users keep and the PSNR the server reaches, per policy, for the blind pair (a), its decoder "
+            "retrained on released outputs (b), the pair trained through the policy (c), and the label-only "
+            f"floor.</p>{figures}")
+
+
 def _configs_section(records: Sequence[RunRecord]) -> str:
     parts = ['<h2 id="configs">Each run\'s config</h2>']
     for r in sorted(records, key=lambda r: r.name):
@@ -308,7 +323,7 @@ def build_report(folder: Path, *, num_images: int = 8) -> str:
                  '<a href="#reconstructions">reconstructions</a> · '
                  '<a href="#extremes">best and worst</a> · <a href="#configs">configs</a>')
     body = (_header(folder, records, unfinished) + f"<p>{contents}</p><h2>Tables</h2>"
-            + "".join(table_html(t) for t in tables) + _figures_section(records, keys)
+            + "".join(table_html(t) for t in tables) + _release_section(tables) + _figures_section(records, keys)
             + _histograms_section(records, keys) + _training_section(records, keys)
             + _reconstruction_sections(records, keys, num_images)
             + _configs_section(records))

@@ -10,6 +10,9 @@ A grid file (YAML) names presets and the axes to cross::
       regime: [honest, vicious, autoencoder]   # fills {regime} in the preset name
       output: [raw, softmax]                   # any other axis is a dotted config key
       seed: {range: [1, 3]}                    # 1, 2 (Python's range); also {linspace: [a, b, n]}
+      release:                                 # values that are mappings set several keys at once
+        - {policy: none}
+        - {policy: topk, k: 1}                 # release.policy=topk, release.k=1
     resources: {num_cpus: 1, num_gpus: 0}  # asked for by each cell (ray executor)
 
 A cell is one run directory ``OUT/<cell name>``: ``train_run`` then ``evaluate_run``.
@@ -51,6 +54,7 @@ from vicious.config.schema import (
     RunConfig,
     apply_overrides,
     config_differences,
+    flatten_config,
     format_validation_error,
     parse_override,
     read_yaml_mapping,
@@ -236,7 +240,8 @@ def expand_grid(grid: Grid, overrides: Sequence[str] | dict[str, Any] = ()) -> l
         for combo in itertools.product(*axes.values()):
             point = dict(zip(axes, combo))
             preset = template.format(**{k: format_value(v) for k, v in point.items() if k in preset_fields})
-            config_axes = {k: v for k, v in point.items() if k not in preset_fields}
+            # A mapping value sets each of its keys: {release: {policy: topk, k: 1}} -> release.policy, release.k.
+            config_axes = flatten_config({k: v for k, v in point.items() if k not in preset_fields})
             name = cell_name(preset, config_axes)
             try:
                 config = apply_overrides(get_preset(preset), {**grid.fixed, **config_axes, **extra,

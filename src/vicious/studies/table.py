@@ -10,6 +10,8 @@ Reads every ``metrics.json`` (with its ``config.yaml``) under a folder, and the
 * ``paired``: vicious minus honest, paired by dataset, K, output form and seed, and
   vicious minus its own label-only floor.
 * ``leakage``: reconstruction measures against K, the number of classes or attributes.
+* ``release``: where runs were trained through a release policy (``release.policy``), one
+  table per policy family against three servers (``vicious.studies.release_study``).
 * ``runs``: every run with the bootstrap 95% interval of each mean.
 * ``failed``: cells without results, and why.
 
@@ -48,7 +50,7 @@ from vicious.studies.sweep import (
 )
 
 FORMATS = ("md", "csv", "json", "latex")
-SECTIONS = ("summary", "paired", "leakage", "runs", "failed")
+SECTIONS = ("summary", "paired", "leakage", "release", "runs", "failed")
 LABEL_ONLY = "label only"
 REGIMES = (LABEL_ONLY, *REGIME_NAMES)
 DATASET_ORDER = ("mnist", "fashion-mnist", "cifar10", "cifar100", "tinyimagenet", "celeba")
@@ -416,9 +418,11 @@ def non_finite_note(records: Sequence[RunRecord]) -> str | None:
 
 
 def tables_for(records: Sequence[RunRecord], unfinished: Sequence[dict] = ()) -> list[Table]:
+    from vicious.studies.release_study import release_tables  # it builds on this module's tables
+
     keys = setting_keys(records)
     tables = [summary_table(records, keys), paired_table(records, keys), leakage_table(records, keys),
-              runs_table(records)]
+              *release_tables(records, keys), runs_table(records)]
     note = non_finite_note(records)
     for table in tables if note else ():
         table.notes.append(note)
@@ -449,7 +453,7 @@ def _select(tables: Sequence[Table], sections: Sequence[str]) -> list[Table]:
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown:
         raise ValueError(f"unknown table section {unknown[0]!r}; choose from {', '.join(SECTIONS)}")
-    return [t for t in tables if t.key in sections]
+    return [t for t in tables if t.key.split("-")[0] in sections]  # release-<family> belongs to release
 
 
 def to_markdown(tables: Sequence[Table]) -> str:
