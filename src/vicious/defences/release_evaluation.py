@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 from functools import partial
-
 from pathlib import Path
 
 import torch

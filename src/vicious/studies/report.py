@@ -24,8 +24,8 @@ from vicious.figures import (
     accuracy_risk_scatter,
     leakage_curves,
     png_img,
-    release_policy_curves,
     reconstruction_grid,
+    release_policy_curves,
     risk_histograms,
     training_curves,
 )
