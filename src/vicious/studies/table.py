@@ -12,6 +12,9 @@ Reads every ``metrics.json`` (with its ``config.yaml``) under a folder, and the
 * ``leakage``: reconstruction measures against K, the number of classes or attributes.
 * ``release``: where runs were trained through a release policy (``release.policy``), one
   table per policy family against three servers (``vicious.studies.release_study``).
+* ``detection``, ``frontier``: where runs vary an attacker's settings against the detectors
+  (``loss.evade_*``, ``loss.beta_ent``, ``model.covert_key``), each run audited, and the
+  leakage a server keeps while each detector says likely-honest (``vicious.studies.detection_study``).
 * ``runs``: every run with the bootstrap 95% interval of each mean.
 * ``failed``: cells without results, and why.
 
@@ -50,7 +53,7 @@ from vicious.studies.sweep import (
 )
 
 FORMATS = ("md", "csv", "json", "latex")
-SECTIONS = ("summary", "paired", "leakage", "release", "runs", "failed")
+SECTIONS = ("summary", "paired", "leakage", "release", "detection", "frontier", "runs", "failed")
 LABEL_ONLY = "label only"
 REGIMES = (LABEL_ONLY, *REGIME_NAMES)
 DATASET_ORDER = ("mnist", "fashion-mnist", "cifar10", "cifar100", "tinyimagenet", "celeba")
@@ -418,11 +421,13 @@ def non_finite_note(records: Sequence[RunRecord]) -> str | None:
 
 
 def tables_for(records: Sequence[RunRecord], unfinished: Sequence[dict] = ()) -> list[Table]:
-    from vicious.studies.release_study import release_tables  # it builds on this module's tables
+    # These build on this module's tables.
+    from vicious.studies.detection_study import detection_tables
+    from vicious.studies.release_study import release_tables
 
     keys = setting_keys(records)
     tables = [summary_table(records, keys), paired_table(records, keys), leakage_table(records, keys),
-              *release_tables(records, keys), runs_table(records)]
+              *release_tables(records, keys), *detection_tables(records, keys), runs_table(records)]
     note = non_finite_note(records)
     for table in tables if note else ():
         table.notes.append(note)
