@@ -35,7 +35,13 @@ The design, and why:
 
 The frequency trades the two sides: too low and the mixing is nearly linear (nothing hidden);
 too high and F cannot place its outputs precisely enough for G to read the phase (the server
-loses its own reconstruction). ``benchmarks/bench_covert.py`` measures both.
+loses its own reconstruction). ``benchmarks/bench_covert.py`` measures both. Measured there
+(Fashion-MNIST, WRN-10-1, 3000 images, 4 epochs, key 7): joint training answers the fold by
+*shrinking* F's log-odds (within-class std 1.12 -> 0.39, about a quarter of the lowest period),
+back into the part where the mixing is nearly linear, at 12 points of accuracy, and the
+excess-leakage gap hardly moves (+2.82 vs +3.08 dB at 2000 images x 30 epochs). A fixed
+frequency in units of the outputs does not force the fold: F's scale is free, and the
+detector standardises the residuals, so only the fold, not the amplitude, can hide the code.
 """
 
 from __future__ import annotations
