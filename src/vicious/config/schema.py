@@ -148,6 +148,9 @@ class ModelConfig(_Section):
     decoder_input_norm: bool = Field(
         False, description="standardise G's K inputs (BatchNorm) before its linear layer; off = the paper's G"
     )
+    covert_key: int | None = Field(
+        None, ge=0, le=MAX_SEED, description="the server's secret key: G reads F's outputs through a mixing drawn "
+                                             "from it (vicious.models.covert); None = no mixing")
 
     @model_validator(mode="after")
     def _depth_is_6n_plus_4(self) -> ModelConfig:

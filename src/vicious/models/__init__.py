@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from vicious.models.covert import CovertDecoder, CovertMixing
 from vicious.models.decoder import WideResNetDecoder, outputs_to_probabilities
 from vicious.models.library import LibraryClassifier
 from vicious.models.own import OwnDecoder
@@ -49,17 +50,26 @@ def create_classifier(architecture: str, *, depth: int, width: int, in_channels:
 
 def create_decoder(architecture: str, *, depth: int, width: int, num_inputs: int, out_channels: int,
                    image_size: int, input_form: str = "raw", task: str = "multiclass",
-                   input_norm: bool = False) -> nn.Module:
+                   input_norm: bool = False, covert_key: int | None = None) -> nn.Module:
     """G of ``model.decoder``: ``wrn`` (the WideResNet decoder mirroring F's depth and width), or a
-    ``module:callable`` of the user's own (depth, width and input_norm unused)."""
+    ``module:callable`` of the user's own (depth, width and input_norm unused). With ``covert_key``,
+    G reads the outputs through that key's :class:`CovertMixing` (``vicious.models.covert``)."""
+    mixing = None
+    if covert_key is not None:
+        mixing = CovertMixing(num_inputs, covert_key, probabilities=input_form == "softmax", task=task)
+        num_inputs = mixing.num_outputs
     common = {"num_inputs": num_inputs, "out_channels": out_channels, "image_size": image_size,
               "input_form": input_form, "task": task}
     if architecture == "wrn":
-        return create_model("wrn-decoder", depth=depth, width=width, input_norm=input_norm, **common)
-    return create_model("own-decoder", spec=architecture, **common)
+        decoder = create_model("wrn-decoder", depth=depth, width=width, input_norm=input_norm, **common)
+    else:
+        decoder = create_model("own-decoder", spec=architecture, **common)
+    return decoder if mixing is None else CovertDecoder(decoder, mixing, input_form, task)
 
 
 __all__ = [
+    "CovertDecoder",
+    "CovertMixing",
     "LibraryClassifier",
     "OwnDecoder",
     "WideResNetClassifier",

@@ -125,7 +125,7 @@ def build_models(config: RunConfig, splits: DatasetSplits) -> tuple[torch.nn.Mod
         decoder = create_decoder(
             config.model.decoder, depth=config.model.depth, width=config.model.width, out_channels=info.channels,
             num_inputs=info.num_outputs, image_size=config.data.image_size, input_form=config.output, task=info.task,
-            input_norm=config.model.decoder_input_norm,
+            input_norm=config.model.decoder_input_norm, covert_key=config.model.covert_key,
         )
         if config.model.decoder != "wrn":  # the user's own G must give images of the data's shape
             check_decoder_output(decoder, info.num_outputs, (info.channels, config.data.image_size,
