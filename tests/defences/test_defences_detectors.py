@@ -60,6 +60,28 @@ def test_excess_leakage_sees_what_the_outputs_carry_beyond_the_label():
     assert vicious_scores["r_gap"] > 0.5 and vicious_scores["psnr_gap"] > 3
 
 
+def test_excess_leakage_reads_the_mean_logit_a_server_sees():
+    """A vicious F may hide the image in the common shift of its logits: centring removes it
+    from the log-odds and softmax from the probabilities, but a server reading logits sees it."""
+    images, _, _, templates, basis = toy_images()
+    honest, _ = _boxes(templates, basis)
+    flat_b = basis.flatten(1)
+
+    def shifted(x):
+        logits = honest(x)
+        labels = logits.argmax(dim=1)
+        residual = x.flatten(1) - (0.5 * templates.flatten(1)[labels] + 0.25)
+        coefficients = torch.linalg.lstsq(flat_b.T, residual.T).solution.T
+        return logits + 4.0 * coefficients[:, :1]  # one coefficient, added to every logit
+
+    as_logits = BlackBox(shifted, (1, SIDE, SIDE), 4, "multiclass", "logits", "shifted logits")
+    as_probabilities = BlackBox(lambda x: torch.softmax(shifted(x), dim=1), (1, SIDE, SIDE), 4, "multiclass",
+                                "probabilities", "the same, released as probabilities")
+    detector = ExcessLeakage(epochs=60, hidden=64, seed=0)
+    assert detector.scores(as_logits, images)["psnr_gap"] > 1  # the shift is read
+    assert abs(detector.scores(as_probabilities, images)["psnr_gap"]) < 0.5  # softmax erased it
+
+
 def test_within_class_contrast_separates_stable_image_codes_from_pixel_noise():
     images, _, _, templates, basis = toy_images(200)
     honest, _ = _boxes(templates, basis)

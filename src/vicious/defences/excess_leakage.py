@@ -4,8 +4,9 @@ The user splits their own images in two, and on the first part trains two shadow
 decoders of the same size with the same budget:
 
 * from *labels*: the one-hot predicted class (multilabel: the binarised attributes);
-* from *outputs*: the same one-hot plus the log-odds and probabilities, as residuals
-  from their predicted class's mean, standardised (:func:`within_class_residuals`).
+* from *outputs*: the same one-hot plus the log-odds and probabilities (and, for logits,
+  their mean), as residuals from their predicted class's mean, standardised
+  (:func:`within_class_residuals`).
 
 Both are measured on the second part with the reconstruction risk R on the
 principal subspace (the subspace holding 90% of pixel variance; pixel statistics of the user's first part, or of
@@ -51,8 +52,13 @@ class LeakageAssessment:
 
 
 def output_features(outputs: torch.Tensor, form, task) -> torch.Tensor:
-    """(N, 2K) log-odds and probabilities, not yet standardised."""
-    return torch.cat([log_odds(outputs, form, task), probabilities(outputs, form, task)], dim=1)
+    """(N, 2K) log-odds and probabilities, not yet standardised; for logits of classes one more
+    column, their mean: centring removes it from the log-odds, yet a server reading logits
+    sees it, and a vicious F may hide part of the image in it."""
+    features = [log_odds(outputs, form, task), probabilities(outputs, form, task)]
+    if form == "logits" and task != "multilabel":
+        features.append(outputs.float().mean(dim=1, keepdim=True))
+    return torch.cat(features, dim=1)
 
 
 def within_class_residuals(
