@@ -52,3 +52,9 @@ def release_seed(seed: int, epoch: int, global_batch: int) -> int:
     """The seed of a training batch's release noise (``release.policy``), apart from its
     augmentation's; ``epoch=-1`` for validation batches."""
     return hash((seed, epoch, global_batch, 1)) % 2**62
+
+
+def perturbation_seed(seed: int, epoch: int, global_batch: int) -> int:
+    """The seed of a training batch's perturbed copies (``loss.evade_contrast``), apart from
+    its augmentation's and its release noise's."""
+    return hash((seed, epoch, global_batch, 2)) % 2**62

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from vicious.data.perturbations import perturbations, shift
 from vicious.defences import describe_outputs, effective_rank, roc_auc, tpr_at_fpr
-from vicious.defences.sensitivity import perturbations, shift
 from vicious.release.outputs import detect_form, label_features, log_odds, probabilities
 
 

@@ -13,14 +13,22 @@ import lightning as L
 import torch
 from torchmetrics import MeanMetric
 
+from vicious.attack.evasion import (
+    confidence_penalty,
+    contrast_penalty,
+    leakage_penalty,
+    logit_norm_penalty,
+    predicted_groups,
+)
 from vicious.attack.objective import output_entropy, reconstruction_loss, task_loss
 from vicious.config.regimes import PHASE_TRAINS, Phase, selection_terms
-from vicious.config.schema import LossConfig
+from vicious.config.schema import EVASION_WEIGHTS, LossConfig
 from vicious.data.augment import with_augmented_copies
+from vicious.data.perturbations import perturbed_copies
 from vicious.metrics.accuracy import correct_predictions
 from vicious.metrics.ssim import ssim_separable
 from vicious.release.policies import ReleasePolicy, released_outputs
-from vicious.seeding import batch_seed, release_seed
+from vicious.seeding import batch_seed, perturbation_seed, release_seed
 from vicious.seeding import generator as seeded_generator
 
 
@@ -135,13 +143,25 @@ class AttackModule(L.LightningModule):
             with torch.no_grad():
                 logits = self.classifier(images)
         else:
-            logits = self.classifier(images)
+            perturbed_logits = None
+            if self.phase == "joint" and cfg.evade_contrast:
+                generator = seeded_generator(perturbation_seed(self.seed, self.current_epoch, global_batch), images.device)
+                with _float32(images.device):
+                    perturbed = perturbed_copies(images, generator)
+                # One forward over originals and copies: BatchNorm normalises both with the same
+                # batch statistics, so their difference is F's response to the change alone, as
+                # at inference, where the detector measures it.
+                logits, perturbed_logits = self.classifier(torch.cat([images, perturbed])).chunk(2)
+            else:
+                logits = self.classifier(images)
             if cfg.beta_c:
                 task = task_loss(logits, labels, self.pos_weight)
                 self.log("train/task_loss", task, on_step=False, on_epoch=True, sync_dist=True)
                 total = total + cfg.beta_c * task
             if cfg.beta_ent:
                 total = total + cfg.beta_ent * output_entropy(logits, self.multilabel)
+            if self.phase == "joint":
+                total = total + self._evasion_loss(logits, perturbed_logits, images)
         if self.phase != "classifier":
             x_rec = self._decode(logits.float(), release_seed(self.seed, self.current_epoch, global_batch), True)
             with _float32(images.device):
@@ -158,6 +178,34 @@ class AttackModule(L.LightningModule):
         self.log("train/loss", total, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         # Per step, this process's value: Lightning reads it only every log_every_n_steps.
         self.log("train/loss_step", total.detach(), on_step=True, on_epoch=False, sync_dist=False)
+        return total
+
+    def _evasion_loss(self, logits: torch.Tensor, perturbed_logits: torch.Tensor | None, images: torch.Tensor):
+        """The weighted evasion penalties of docs/method.md, "Evading the detectors"; only those
+        whose weight is > 0 are computed (all 0: nothing, the loss is as without them)."""
+        cfg, multilabel = self.loss_config, self.multilabel
+        total = images.new_zeros(())
+        if not any(getattr(cfg, weight) for weight in EVASION_WEIGHTS):
+            return total
+        with _float32(images.device):
+            logits = logits.float()
+            groups = predicted_groups(logits.detach(), multilabel)
+            terms = {}
+            if cfg.evade_logit_norm:
+                terms["logit_norm"] = (cfg.evade_logit_norm,
+                                       logit_norm_penalty(logits, cfg.evade_logit_norm_target, multilabel))
+            if cfg.evade_confidence:
+                terms["confidence"] = (cfg.evade_confidence,
+                                       confidence_penalty(logits, cfg.evade_confidence_target, multilabel))
+            if cfg.evade_contrast and perturbed_logits is not None:
+                terms["contrast"] = (cfg.evade_contrast, contrast_penalty(
+                    logits, perturbed_logits.float(), groups, cfg.evade_contrast_target, multilabel))
+            if cfg.evade_leakage:
+                terms["leakage"] = (cfg.evade_leakage, leakage_penalty(
+                    logits, images, groups, cfg.evade_leakage_ridge, cfg.evade_leakage_target, multilabel))
+        for name, (weight, penalty) in terms.items():
+            self.log(f"train/evade_{name}", penalty, on_step=False, on_epoch=True, sync_dist=True)
+            total = total + weight * penalty
         return total
 
     def _decode(self, logits: torch.Tensor, seed: int, training: bool) -> torch.Tensor:

@@ -3,6 +3,8 @@
     L = beta_c * L_task(F(x), y)
       + beta_r * (alpha_huber * Huber_delta(G(F(x)), x) + alpha_ssim * (1 - SSIM(G(F(x)), x)))
       + beta_ent * mean entropy of the released probabilities
+
+and, for a server evading the detectors, the penalties of ``vicious.attack.evasion``.
 """
 
 from __future__ import annotations

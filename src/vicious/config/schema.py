@@ -159,6 +159,12 @@ class ModelConfig(_Section):
         return self
 
 
+# Default evasion targets: honest Fashion-MNIST classifiers. The first three are the medians of the
+# 8 honest references of the shipped calibration (vicious/defences/calibrations/fashion-mnist.json);
+# linear leakage, which no detector reports, was measured on an honest WRN-10-1.
+_SHIPPED = "median of the shipped Fashion-MNIST calibration's 8 honest references"
+
+
 class LossConfig(_Section):
     beta_c: float = Field(1.0, ge=0, description="weight of the task loss")
     beta_r: float = Field(3.0, ge=0, description="weight of the reconstruction loss")
@@ -166,6 +172,30 @@ class LossConfig(_Section):
     alpha_ssim: float = Field(1.0, ge=0)
     huber_delta: float = Field(1.0, gt=0)
     beta_ent: float = Field(0.0, ge=0, description="entropy penalty on F's outputs (adaptive attacker)")
+    # Evading the detectors (vicious.attack.evasion): joint phase only, each weight times a squared
+    # hinge of a detector's primary statistic beyond its honest target.
+    evade_logit_norm: float = Field(
+        0.0, ge=0, description="weight of relu(logit norm - target)^2 (evading output_statistics' logit_norm)")
+    evade_logit_norm_target: float = Field(
+        2.7, ge=0, le=1e6, description=f"honest mean |log-odds| / sqrt K: {_SHIPPED} (range 1.5 to 4.8)")
+    evade_confidence: float = Field(
+        0.0, ge=0, description="weight of relu(target - mean top-1 probability)^2 (evading low_confidence)")
+    evade_confidence_target: float = Field(
+        0.74, ge=0, le=1, description=f"honest mean top-1 probability: {_SHIPPED} (range 0.66 to 0.87)")
+    evade_contrast: float = Field(
+        0.0, ge=0, description="weight of relu(within-class contrast - target)^2 (evading sensitivity; F also "
+        "runs on a perturbed copy of each image)")
+    evade_contrast_target: float = Field(
+        4.3, ge=0, le=1e6, description=f"honest within-class pair distance over movement under perturbation: "
+        f"{_SHIPPED} (range 3.5 to 4.8)")
+    evade_leakage: float = Field(
+        0.0, ge=0, description="weight of relu(linear leakage - target)^2 (evading excess_leakage; linear leakage: "
+        "the share of within-class pixel variance a ridge decoder reads from the outputs' within-class residuals)")
+    evade_leakage_target: float = Field(
+        0.28, ge=0, le=1, description="honest linear leakage: an honest WRN-10-1 (fashion-mnist-honest-small, "
+        "1 epoch) on test batches of 256 (a vicious one, as trained: 0.35)")
+    evade_leakage_ridge: float = Field(
+        0.01, gt=0, le=1e6, description="the linear shadow decoder's ridge, relative to its standardised inputs' variance")
 
 
 class TrainConfig(_Section):
@@ -222,6 +252,9 @@ class EvaluationConfig(_Section):
     num_images: int = Field(8, ge=1, le=64, description="images shown in reconstruction grids")
 
 
+#: The weights of the evasion penalties (vicious.attack.evasion); all 0 trains as without them.
+EVASION_WEIGHTS = ("evade_logit_norm", "evade_confidence", "evade_contrast", "evade_leakage")
+
 #: Config keys that say how a run is shown or logged and where its data lives, never what it
 #: computes: a resumed run may change them, and a sweep's finished cell keeps its results.
 OPERATIONAL_KEYS = ("version", "data.root", "data.download", "train.progress", "train.logger", "train.log_every_n_steps")
@@ -262,6 +295,10 @@ class RunConfig(_Section):
     @model_validator(mode="after")
     def _regime_weights(self) -> RunConfig:
         REGIMES[self.regime].check(self.loss.beta_c, self.loss.beta_r)
+        evading = [key for key in EVASION_WEIGHTS if getattr(self.loss, key)]
+        if evading and "joint" not in REGIMES[self.regime].phases:
+            raise ValueError(f"loss.{evading[0]} trains F against the detectors in the joint phase, which the "
+                             f"{self.regime} regime lacks: set it to 0, or use regime=vicious")
         return self
 
 

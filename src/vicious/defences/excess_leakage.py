@@ -31,10 +31,9 @@ import torch
 
 from vicious.defences.black_box import BlackBox
 from vicious.defences.detector import Detector, check_images
-from vicious.defences.output_statistics import group_ids
 from vicious.defences.shadow import SHADOW_DECODERS, decode, fit_decoder, reconstruction_measures, shadow_decoder
 from vicious.metrics import ImageStatistics
-from vicious.release.outputs import label_features, log_odds, predicted_labels, probabilities
+from vicious.release.outputs import group_ids, label_features, log_odds, predicted_labels, probabilities
 from vicious.seeding import generator, seeded_initialisation
 
 

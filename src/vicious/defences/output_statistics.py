@@ -28,7 +28,7 @@ import torch
 from vicious.data.types import Task
 from vicious.defences.black_box import BlackBox
 from vicious.defences.detector import Detector, check_images
-from vicious.release.outputs import Form, check_outputs, log_odds, predicted_labels, probabilities
+from vicious.release.outputs import Form, check_outputs, group_ids, log_odds, predicted_labels, probabilities
 
 
 def effective_rank(covariance: torch.Tensor) -> float:
@@ -39,13 +39,6 @@ def effective_rank(covariance: torch.Tensor) -> float:
         return 0.0
     p = eigenvalues[eigenvalues > 0] / total
     return float(torch.exp(-(p * p.log()).sum()))
-
-
-def group_ids(labels: torch.Tensor) -> torch.Tensor:
-    """(N,) int64 group of each row: the class, or the pattern of binarised attributes."""
-    if labels.ndim == 1:
-        return labels
-    return torch.unique(labels, dim=0, return_inverse=True)[1]
 
 
 def describe_outputs(outputs: torch.Tensor, form: Form, task: Task = "multiclass") -> dict[str, float]:

@@ -1,9 +1,10 @@
 """Sensitivity: how much the outputs move under small, label-preserving changes.
 
 For each perturbation (Gaussian noise, a slight blur, one-pixel shifts in four
-directions) and image, three movements: the Euclidean distance between the
-log-odds before and after, the total-variation distance between the
-probabilities, and whether the predicted class changed.
+directions: ``vicious.data.perturbations``, which an evading server trains against too)
+and image, three movements: the Euclidean distance between the log-odds before and
+after, the total-variation distance between the probabilities, and whether the
+predicted class changed.
 
 The first hypothesis was that a vicious classifier, which must encode the image,
 moves more. Measured on classifiers trained through vicious, the opposite holds: relative
@@ -26,43 +27,12 @@ Sub-scores (means over perturbations and over images whose predicted class staye
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
-import torch.nn.functional as nnf
-from torchvision.transforms.v2.functional import gaussian_blur
 
+from vicious.data.perturbations import perturbations
 from vicious.defences.black_box import BlackBox
 from vicious.defences.detector import Detector, check_images
-from vicious.defences.output_statistics import group_ids
-from vicious.release.outputs import log_odds, predicted_labels, probabilities
-from vicious.seeding import generator
-
-Perturbation = Callable[[torch.Tensor], torch.Tensor]
-
-
-def shift(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
-    """Images moved by (dx, dy) pixels, edges replicated; shape kept."""
-    pad = max(abs(dx), abs(dy))
-    padded = nnf.pad(images, (pad, pad, pad, pad), mode="replicate")
-    h, w = images.shape[-2:]
-    return padded[..., pad - dy : pad - dy + h, pad - dx : pad - dx + w]
-
-
-def perturbations(noise_sigma: float = 0.03, blur_sigma: float = 0.5, seed: int = 0) -> dict[str, Perturbation]:
-    """The label-preserving changes, each images (N, C, H, W) in [0, 1] -> same shape, in [0, 1]."""
-
-    def noise(images: torch.Tensor) -> torch.Tensor:
-        return (images + noise_sigma * torch.randn(images.shape, generator=generator(seed))).clamp(0, 1)
-
-    return {
-        "noise": noise,
-        "blur": lambda images: gaussian_blur(images, kernel_size=[3, 3], sigma=[blur_sigma, blur_sigma]),
-        "shift_right": lambda images: shift(images, 1, 0),
-        "shift_left": lambda images: shift(images, -1, 0),
-        "shift_down": lambda images: shift(images, 0, 1),
-        "shift_up": lambda images: shift(images, 0, -1),
-    }
+from vicious.release.outputs import group_ids, log_odds, predicted_labels, probabilities
 
 
 def movement(before: torch.Tensor, after: torch.Tensor, form, task) -> dict[str, torch.Tensor]:

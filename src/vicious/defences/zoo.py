@@ -24,9 +24,9 @@ import torch.nn.functional as nnf
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from vicious.data.perturbations import shift
 from vicious.data.types import DatasetInfo
 from vicious.defences.black_box import BlackBox
-from vicious.defences.sensitivity import shift
 from vicious.models import create_model
 from vicious.release.outputs import Form
 from vicious.seeding import generator, seeded_initialisation

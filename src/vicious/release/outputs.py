@@ -65,7 +65,13 @@ def log_odds(outputs: torch.Tensor, form: Form, task: Task = "multiclass") -> to
         tiny = torch.finfo(torch.float32).tiny
         p = outputs.clamp(tiny, 1.0)
         outputs = p.log() - (1 - p).clamp_min(tiny).log() if task == "multilabel" else p.log()
-    return outputs if task == "multilabel" else outputs - outputs.mean(dim=1, keepdim=True)
+    return logits_log_odds(outputs, task)
+
+
+def logits_log_odds(logits: torch.Tensor, task: Task = "multiclass") -> torch.Tensor:
+    """The log-odds ``(N, K)`` of logits, unchecked and differentiable (for training losses,
+    where a check would wait for the device): centred (multiclass) or as they are (multilabel)."""
+    return logits if task == "multilabel" else logits - logits.mean(dim=1, keepdim=True)
 
 
 def probabilities(outputs: torch.Tensor, form: Form, task: Task = "multiclass") -> torch.Tensor:
@@ -83,6 +89,13 @@ def predicted_labels(outputs: torch.Tensor, form: Form, task: Task = "multiclass
         threshold = 0.5 if form == "probabilities" else 0.0
         return (check_outputs(outputs) > threshold).float()
     return check_outputs(outputs).argmax(dim=1)
+
+
+def group_ids(labels: torch.Tensor) -> torch.Tensor:
+    """(N,) int64 group of each row: the class, or the pattern of binarised attributes."""
+    if labels.ndim == 1:
+        return labels
+    return torch.unique(labels, dim=0, return_inverse=True)[1]
 
 
 def label_features(outputs: torch.Tensor, form: Form, task: Task = "multiclass") -> torch.Tensor:
