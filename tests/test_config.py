@@ -97,3 +97,15 @@ def test_a_config_naming_a_preset_starts_from_it_and_presets_print_as_yaml(tmp_p
 def load_config_text(folder, text):
     (folder / "printed.yaml").write_text(text)
     return load_config(folder / "printed.yaml")
+
+
+def test_a_key_an_older_config_lacks_counts_as_its_default():
+    from vicious.config.schema import config_differences
+
+    wanted = get_preset("fashion-mnist-vicious-small").model_dump()
+    saved = {section: dict(values) if isinstance(values, dict) else values for section, values in wanted.items()}
+    del saved["release"]  # written before release policies could be trained through
+    del saved["loss"]["beta_ent"]
+    assert config_differences(saved, wanted) == []
+    wanted["release"]["policy"] = "topk"
+    assert config_differences(saved, wanted) == ["release.policy: saved 'none', given 'topk'"]

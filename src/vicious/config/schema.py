@@ -273,8 +273,12 @@ def flatten_config(values: dict, prefix: str = "") -> dict[str, Any]:
 
 def config_differences(saved: dict, wanted: dict, wanted_as: str = "given") -> list[str]:
     """What differs between a saved config mapping and a wanted one, leaving out the
-    ``OPERATIONAL_KEYS``: ``"train.lr: saved 0.015, given 0.01"``, in key order."""
+    ``OPERATIONAL_KEYS``: ``"train.lr: saved 0.015, given 0.01"``, in key order. A key the
+    saved config lacks (written before that key existed) counts as its default, which is what
+    that run did."""
+    defaults = flatten_config(RunConfig().model_dump())
     a, b = flatten_config(saved), flatten_config(wanted)
+    a = {**{k: defaults[k] for k in b if k not in a and k in defaults}, **a}
     return [f"{k}: saved {a.get(k)!r}, {wanted_as} {b.get(k)!r}" for k in sorted(set(a) | set(b))
             if a.get(k) != b.get(k) and not k.startswith(OPERATIONAL_KEYS)]
 
