@@ -49,11 +49,11 @@ ATTACKERS: dict[str, list[dict]] = {
     "vicious": [{"loss.beta_r": b} for b in (1.0, 3.0)],
     "entropy": [{"loss.beta_ent": b} for b in (1.0, 3.0)],
     "through-policy": [{"release.policy": "topk", "release.k": 3}, {"release.policy": "gaussian", "release.scale": 0.5}],
-    "evade-logit-norm": [{"loss.evade_logit_norm": w} for w in (1.0, 10.0)],
-    "evade-contrast": [{"loss.evade_contrast": w} for w in (1.0, 10.0)],
-    "evade-leakage": [{"loss.evade_leakage": w} for w in (1.0, 10.0)],
+    "evade-logit-norm": [{"loss.evade_logit_norm": w} for w in (3.0, 30.0)],
+    "evade-contrast": [{"loss.evade_contrast": w} for w in (3.0, 30.0)],
+    "evade-leakage": [{"loss.evade_leakage": w} for w in (3.0, 30.0)],
     "evade-all": [{"loss.evade_logit_norm": w, "loss.evade_confidence": w, "loss.evade_contrast": w,
-                   "loss.evade_leakage": w} for w in (1.0, 10.0)],
+                   "loss.evade_leakage": w} for w in (3.0, 30.0)],
     "covert": [{"model.covert_key": key} for key in (101, 202)],
 }
 SECTIONS = {"loss": LossConfig, "model": ModelConfig}
