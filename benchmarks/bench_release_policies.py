@@ -43,7 +43,7 @@ from vicious.runs.training import train_run
 
 POLICIES = [
     "none", "top-1", "top-3", "label-only", "round-1", "round-2", "temperature-3",
-    "gaussian-0.02", "gaussian-0.1", "laplace-0.02", "laplace-0.1", "purifier-0.3", "purifier-1",
+    "gaussian-0.02", "gaussian-0.1", "laplace-0.02", "laplace-0.1", "purifier-0", "purifier-0.1", "purifier-1",
 ]
 
 
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--test-images", type=int, default=3000, help="test split size: the user's part, then the measured")
     parser.add_argument("--user-images", type=int, default=1000, help="test images the user fits a purifier on")
-    parser.add_argument("--purifier-epochs", type=int, default=30)
+    parser.add_argument("--purifier-epochs", type=int, default=100)
     parser.add_argument("--retrain-epochs", type=int, default=2, help="adaptive server's fine-tuning epochs")
     parser.add_argument("--policies", nargs="*", default=POLICIES)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy shared CPU)")
