@@ -13,7 +13,8 @@ through a :class:`BlackBox` (images -> outputs):
 or run-directory classifier against thresholds calibrated on honest reference
 classifiers (:mod:`vicious.defences.calibration`). Release policies
 (:mod:`vicious.release.policies`) blunt what leaves the device; what they cost is
-measured by :mod:`vicious.defences.release_evaluation`.
+measured by :mod:`vicious.defences.release_evaluation`; a purifier (a learned release policy) is
+fitted on the user's images by :mod:`vicious.defences.purifier`.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 For one trained vicious pair (F, G) and one policy, on the test images:
 
 * accuracy kept: top-1 accuracy of the released vector;
+* distortion: the mean total variation ½·Σ|p − q| between the observed and the released
+  probabilities (logits through softmax; released probability vectors read as they are), a
+  distance every policy has (label-only's and top-k's KL are infinite);
 * (a) the vicious decoder as trained, applied to the released vector;
 * (b) the adaptive server: G fine-tuned on the released outputs of the server's own
   training images (the policy applied afresh to every batch), then applied to the
@@ -31,7 +34,7 @@ from vicious.config.schema import LossConfig
 from vicious.defences.shadow import decode, fit_decoder, reconstruction_measures
 from vicious.metrics import ImageStatistics, correct_predictions
 from vicious.models import outputs_to_probabilities
-from vicious.release.outputs import Form, observed_form
+from vicious.release.outputs import Form, observed_form, probabilities
 from vicious.release.policies import ReleasePolicy
 from vicious.runs.evaluation import evaluate_released
 from vicious.runs.files import atomic_write_json, read_json
@@ -57,6 +60,11 @@ def observed_outputs(classifier: nn.Module, images: torch.Tensor, form: Form, ta
     return outputs_to_probabilities(logits, task) if form == "probabilities" else logits
 
 
+def total_variation(observed: torch.Tensor, released: torch.Tensor, form: Form) -> torch.Tensor:
+    """``(N,)`` ½·Σ_k |p_k − q_k| between the probabilities of observed and released ``(N, K)`` vectors."""
+    return 0.5 * (probabilities(observed, form) - probabilities(released, form)).abs().sum(dim=1)
+
+
 def evaluate_policy(
     policy: ReleasePolicy,
     decoder: nn.Module,
@@ -78,7 +86,8 @@ def evaluate_policy(
     loss = loss or LossConfig()
     outputs, images, labels = test
     released = policy(outputs, form, "multiclass", generator(seed))
-    result = {"policy": policy.name, "accuracy": float(correct_predictions(released, labels).mean())}
+    result = {"policy": policy.name, "accuracy": float(correct_predictions(released, labels).mean()),
+              "distortion": float(total_variation(outputs, released, form).mean())}
     trained = observed_decoder(decoder)
     result["trained"] = reconstruction_measures(images, decode(trained, released), statistics, variance_fraction)
     retrained = fit_decoder(
