@@ -125,7 +125,7 @@ def build_population(population: int, out: Path, splits, settings: SuiteSettings
             run_dir = folder / "runs" / name
             metrics = train_attacker(run_dir, overrides, train_limit, epochs)
             saved = cached_scores(folder / "scores" / f"{name}.json",
-                                  lambda: score_classifier(run_box(run_dir), images, settings, labels))
+                                  lambda run_dir=run_dir: score_classifier(run_box(run_dir), images, settings, labels))
             records.append({"name": name, "kind": kind, **saved, "decoder_psnr": metrics["psnr"],
                             "label_only_psnr": metrics["label_only"]["psnr"]})
             print(f"  {name}: accuracy {saved['accuracy']:.3f}, own decoder {metrics['psnr']:.2f} dB "
