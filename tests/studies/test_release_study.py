@@ -77,7 +77,21 @@ def test_the_release_tables_hold_three_servers_and_the_floor(release_sweep):
     assert "## Release policy top-k" in chosen and "## Release policy label-only" in chosen and "## Results" not in chosen
 
 
+def test_a_purifier_keeps_the_label_against_servers_a_and_b(release_sweep):
+    table = {t.key: t for t in build_tables(release_sweep)}["release-purifier"]
+    column = {c.key: i for i, c in enumerate(table.columns)}
+    blind = open_run(release_sweep / "fashion-mnist-vicious-small__release.policy=none")
+    with torch.no_grad():
+        predicted = blind.classifier.eval()(blind.splits.test.float_images()).argmax(dim=1)
+    kept = float((predicted == blind.splits.test.labels).float().mean())
+    assert {row[column["policy"]] for row in table.rows} == {"purifier-0", "purifier-0.1"}
+    for row in table.rows:
+        assert row[column["arm"]] in ("blind (a)", "decoder retrained (b)", "label only")
+        assert row[column["accuracy"]].mean == pytest.approx(kept, abs=1e-6)  # the label is kept
+    assert (blind.path / "release" / "purifier-0.1.safetensors").is_file()
+
+
 def test_the_report_shows_a_figure_per_policy_family(release_sweep):
     page = build_report(release_sweep, num_images=2)
     assert 'id="release"' in page
-    assert page.count('alt="accuracy against PSNR, Release policy') == 2
+    assert page.count('alt="accuracy against PSNR, Release policy') == 3  # top-k, label-only, purifier

@@ -31,6 +31,7 @@ from torch import nn
 
 from vicious.attack.objective import reconstruction_loss
 from vicious.config.schema import LossConfig
+from vicious.defences.purifier import fit_purifier, load_purifier, save_purifier
 from vicious.defences.shadow import decode, fit_decoder, reconstruction_measures
 from vicious.metrics import ImageStatistics, correct_predictions
 from vicious.models import outputs_to_probabilities
@@ -103,16 +104,18 @@ def evaluate_policy(
 ARMS_FORMAT = "vicious.release-arms/1"
 
 
-def release_arms(run_dir: Path, policy: ReleasePolicy, *, retrain_epochs: int = 2) -> dict:
+def release_arms(run_dir: Path, policy: ReleasePolicy, *, retrain_epochs: int = 2, name: str | None = None) -> dict:
     """Arms (a) and (b) for a finished run behind ``policy``: ``{"blind": ..., "retrained":
     ..., "label_only": ...}``, each with the measures of ``metrics.json`` and its accuracy.
 
     (b) fine-tunes a copy of G for ``retrain_epochs`` on the released outputs of the run's
     own training images (the policy drawn afresh each batch), as a server that learns of the
-    policy after training would. Cached in ``RUN/release/<policy>.json`` (under the run's lock)."""
+    policy after training would. Cached in ``RUN/release/<name>.json`` (``name``: the policy's
+    by default), under the run's lock."""
     run_dir = Path(run_dir)
-    cache = run_dir / "release" / f"{policy.name}.json"
-    wanted = {"format": ARMS_FORMAT, "policy": policy.name, "retrain_epochs": retrain_epochs}
+    name = name or policy.name
+    cache = run_dir / "release" / f"{name}.json"
+    wanted = {"format": ARMS_FORMAT, "policy": name, "retrain_epochs": retrain_epochs}
     if cache.is_file():
         saved = read_json(cache, what="release arms")
         if isinstance(saved, dict) and all(saved.get(k) == v for k, v in wanted.items()):
@@ -135,3 +138,25 @@ def release_arms(run_dir: Path, policy: ReleasePolicy, *, retrain_epochs: int = 
                   "label_only": blind["label_only"]}
         atomic_write_json(cache, result)
     return result
+
+
+def purifier_arms(run_dir: Path, distortion_weight: float, *, epochs: int = 50, retrain_epochs: int = 2) -> dict:
+    """``release_arms`` behind a user's purifier (``vicious.defences.purifier``) fitted with
+    ``distortion_weight`` on the run's validation images, which stand in for the user's own
+    (the measures are taken on the test images). The purifier is kept beside the arms, in
+    ``RUN/release/purifier-<W>.safetensors``."""
+    run_dir = Path(run_dir)
+    name = f"purifier-{distortion_weight:g}"
+    path = run_dir / "release" / f"{name}.safetensors"
+    if path.is_file():
+        purifier = load_purifier(path)
+    else:
+        run = open_run(run_dir)
+        form = observed_form(run.config.output)
+        images = run.splits.val.float_images()
+        outputs = observed_outputs(run.classifier, images, form, run.splits.info.task)
+        purifier = fit_purifier(outputs, images, form, run.splits.info.task, epochs=epochs, seed=run.config.seed,
+                                distortion_weight=distortion_weight)
+        path.parent.mkdir(exist_ok=True)
+        save_purifier(purifier, path)
+    return release_arms(run_dir, purifier, retrain_epochs=retrain_epochs, name=name)

@@ -12,6 +12,10 @@ seed trained with ``release.policy=none``, and shows, per policy:
 * ``label only``: the floor, each test image replaced by the mean training image of the
   class the released vector names.
 
+Beside them, the ``purifier`` family: a user's purifier (``vicious.defences.purifier``, after
+Yang et al. 2020) fitted on each blind run's validation images, against servers (a) and (b);
+a server cannot train through a purifier it has never seen.
+
 One table and one accuracy-against-PSNR figure per policy family (top-k, rounding,
 temperature, noise, label-only), means ± sample std over seeds.
 """
@@ -21,7 +25,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from vicious.defences.release_evaluation import release_arms
+from vicious.defences.release_evaluation import purifier_arms, release_arms
 from vicious.release.policies import parse_policy
 from vicious.studies.table import (
     ACCURACY,
@@ -41,6 +45,8 @@ from vicious.studies.table import (
 ARMS = ("blind (a)", "decoder retrained (b)", "trained through (c)", LABEL_ONLY)
 MEASURES = (ACCURACY, PSNR, SSIM, R_PRINCIPAL, REID1)
 _TRAINS_THROUGH = ("vicious", "autoencoder")
+#: Distortion weights of the purifiers measured beside the policies (0: hide all it can).
+PURIFIER_WEIGHTS = (0.0, 0.1)
 
 
 def _release(record: RunRecord) -> str:
@@ -58,7 +64,7 @@ def release_measurements(records: Sequence[RunRecord], keys: Sequence[str], *, r
     """One dict per trained-through run with a blind partner: its group (dataset, output,
     settings), policy, family, and per arm the measures of ``metrics.json``."""
     keys = [k for k in keys if not k.startswith("release.")]
-    found = []
+    found, blinds = [], {}
     for record in records:
         if record.regime not in _TRAINS_THROUGH or _release(record) == "none":
             continue
@@ -73,6 +79,14 @@ def release_measurements(records: Sequence[RunRecord], keys: Sequence[str], *, r
             "family": policy.family,
             "arms": dict(zip(ARMS, (arms["blind"], arms["retrained"], record.metrics, floor))),
         })
+        blinds[blind.path] = blind
+    for blind in blinds.values():
+        for weight in PURIFIER_WEIGHTS:
+            arms = purifier_arms(blind.path, weight, retrain_epochs=retrain_epochs)
+            found.append({"group": (blind.dataset, blind.output, settings_of(blind, keys)),
+                          "policy": arms["policy"], "family": "purifier",
+                          "arms": {ARMS[0]: arms["blind"], ARMS[1]: arms["retrained"], LABEL_ONLY: arms["label_only"]
+                                   | {"accuracy": arms["blind"].get("accuracy")}}})
     return found
 
 
@@ -90,6 +104,8 @@ def release_tables(records: Sequence[RunRecord], keys: Sequence[str], *, retrain
         for _, (dataset, output, values), policy in chosen:
             runs = groups[(family, (dataset, output, values), policy)]
             for arm in ARMS:
+                if any(arm not in r["arms"] for r in runs):
+                    continue  # no server trains through a user's purifier
                 stats = []
                 for measure in MEASURES:
                     numbers = [v for v in (measure.finite_value(r["arms"][arm]) for r in runs) if v is not None]
@@ -104,6 +120,11 @@ def release_tables(records: Sequence[RunRecord], keys: Sequence[str], *, retrain
                  "(release.policy=...; straight-through gradients for label-only and rounding). label only: the "
                  "floor of the released labels. Mean ± sample std over seeds; R principal on the subspace of 90% "
                  "of pixel variance."]
+        if family == "purifier":
+            notes = [f"A user's purifier (after Yang et al. 2020) fitted on the blind pair's validation images with "
+                     "distortion weight W (purifier-W; 0 hides all it can), keeping the predicted label, against (a) "
+                     f"the blind decoder and (b) that decoder fine-tuned {retrain_epochs} epochs on purified outputs "
+                     "of the server's training images; label only: the floor. Mean ± sample std over seeds."]
         tables.append(Table(f"release-{family}", f"Release policy {family}: a server that knows it", columns,
                             rows, notes))
     return tables
