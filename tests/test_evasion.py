@@ -269,3 +269,13 @@ def baseline(trained):
 def test_each_penalty_lowers_its_detectors_statistic(trained, baseline, term):
     evaded = trained(term, PULLS[term])
     assert evaded[term] < baseline[term], (term, evaded[term], baseline[term])
+
+
+def test_linear_leakage_takes_a_last_batch_smaller_than_the_number_of_classes():
+    """5,000 training images in batches of 64 leave a last batch of 8 for 10 classes."""
+    logits = _draw(8, 10, seed=12) + 5 * torch.eye(10)[torch.tensor([9, 8, 9, 0, 1, 8, 2, 9])]
+    images = torch.rand(8, 1, 8, 8, generator=generator(13))
+    groups = logits.argmax(dim=1)
+    assert int(groups.max()) >= len(groups)  # a class id beyond the batch size
+    leakage = linear_leakage(logits, images, groups, ridge=0.01)
+    assert torch.isfinite(leakage) and 0 <= float(leakage) <= 1

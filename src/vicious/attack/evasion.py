@@ -104,9 +104,11 @@ def contrast_penalty(
     return _above(within_class_contrast(logits, perturbed_logits, groups, multilabel), target)
 
 
-def _minus_group_means(values: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+def _minus_group_means(values: torch.Tensor, groups: torch.Tensor, num_classes: int) -> torch.Tensor:
     """values (N, D) minus the mean of their group on the batch."""
-    num_groups = len(groups)  # an upper bound on the group ids: no host-device synchronisation
+    # An upper bound on the group ids without host-device synchronisation: a class id is
+    # below K, an attribute pattern's below N (a last batch may hold fewer images than classes).
+    num_groups = len(groups) + num_classes
     sums = values.new_zeros(num_groups, values.shape[1]).index_add(0, groups, values)
     counts = torch.bincount(groups, minlength=num_groups).clamp_min(1).to(values.dtype)
     return values - (sums / counts[:, None])[groups]
@@ -127,11 +129,11 @@ def linear_leakage(
     Fitted and scored on the same batch, it reads about K / N for outputs independent of the
     images; a server minimises it while its own, nonlinear G still reconstructs.
     """
-    residuals = _minus_group_means(logits_log_odds(logits, _task(multilabel)), groups)
+    residuals = _minus_group_means(logits_log_odds(logits, _task(multilabel)), groups, logits.shape[1])
     std = residuals.std(dim=0)
     # The detector's standardisation, so a server cannot hide the residuals by shrinking them.
     residuals = residuals / torch.where(std > 1e-6, std, torch.ones_like(std))
-    pixels = _minus_group_means(images.flatten(1).to(residuals.dtype), groups)
+    pixels = _minus_group_means(images.flatten(1).to(residuals.dtype), groups, logits.shape[1])
     n, k = residuals.shape
     gram = residuals.T @ residuals / n + ridge * torch.eye(k, dtype=residuals.dtype, device=residuals.device)
     # solve_ex without its check, which would wait for the device: gram is positive definite.
