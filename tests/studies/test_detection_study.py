@@ -42,13 +42,15 @@ def test_every_attacker_is_audited_and_the_frontier_is_the_best_that_passes(atta
         assert row[column[f"{detector}_verdict"]] == calibration.thresholds[detector].verdict(row[column[detector]])
     # The frontier: per detector, the best PSNR among the rows it calls likely-honest.
     frontier_column = {c.key: i for i, c in enumerate(frontier.columns)}
+    best_accuracy = max(r[column["accuracy"]] for r in detection.rows)
+    kept = [r for r in detection.rows if r[column["accuracy"]] >= best_accuracy - 0.05]  # the others gave up the task
     for line in frontier.rows:
         name = line[frontier_column["detector"]]
+        assert line[frontier_column["attackers"]] == len(kept)
         if name == "all detectors":
-            passing = [r for r in detection.rows
-                       if all(r[column[f"{d}_verdict"]] == "likely-honest" for d in PRIMARY)]
+            passing = [r for r in kept if all(r[column[f"{d}_verdict"]] == "likely-honest" for d in PRIMARY)]
         else:
-            passing = [r for r in detection.rows if r[column[f"{name}_verdict"]] == "likely-honest"]
+            passing = [r for r in kept if r[column[f"{name}_verdict"]] == "likely-honest"]
         assert line[frontier_column["passing"]] == len(passing)
         assert line[frontier_column["psnr"]] == (max(r[column["psnr"]] for r in passing) if passing else None)
     # Scores were kept beside each run: a second table reads them back.

@@ -11,7 +11,8 @@ audit it: the detector suite on the dataset's audit images, against the calibrat
 * ``frontier``: per detector, and for all of them together (the audit's overall verdict
   taken from every detector, not only the deciding one), the most a server keeps while it
   still says likely-honest: the highest PSNR of its own decoder among the runs it calls
-  likely-honest, and that run's settings.
+  likely-honest, and that run's settings; among the attackers whose accuracy lies within
+  ``ACCURACY_TOLERANCE`` of the most accurate attacker's.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from vicious.studies.table import PSNR, PSNR_LABEL_ONLY, Column, RunRecord, Tabl
 #: Config keys whose variation makes a sweep a study of attackers against the detectors.
 ATTACKER_KEYS = ("loss.evade_", "loss.beta_ent", "model.covert_key")
 SCORES_FILE = "detectors.json"
+#: Attackers more than this below the most accurate one are left out of the frontier.
+ACCURACY_TOLERANCE = 0.05
 
 
 def studies_attackers(keys: Sequence[str]) -> bool:
@@ -91,20 +94,29 @@ def detection_tables(records: Sequence[RunRecord], keys: Sequence[str]) -> list[
         notes.append("No run could be audited: no calibration for these datasets (run 'vicious calibrate').")
     frontier_rows = []
     attackers = [(r, each, every) for r, each, every in audited if r.regime != "honest"]
+    # A server whose classifier gave up its task would be noticed without any detector.
+    accuracies = [a for a in (r.metrics.get("accuracy") for r, _, _ in attackers) if a is not None]
+    floor = max(accuracies, default=0.0) - ACCURACY_TOLERANCE
+    attackers = [(r, each, every) for r, each, every in attackers if (r.metrics.get("accuracy") or 0.0) >= floor]
     for name in [*PRIMARY, "all detectors"]:
         passing = [(r, PSNR.finite_value(r.metrics)) for r, each, every in attackers
                    if (every if name == "all detectors" else each.get(name)) == "likely-honest"]
         passing = [(r, p) for r, p in passing if p is not None]
         best = max(passing, key=lambda item: item[1], default=None)
-        frontier_rows.append([name, len(passing), len(attackers), best[1] if best else None,
+        frontier_rows.append([name, len(passing), len(attackers), best[0].metrics.get("accuracy") if best else None,
+                              best[1] if best else None,
                               PSNR_LABEL_ONLY.finite_value(best[0].metrics) if best else None,
                               ", ".join(f"{k}={v}" for k, v in zip(keys, settings_of(best[0], keys))) if best else "–",
                               best[0].name if best else "–"])
     frontier = Table("frontier", "Evasion frontier: the leakage kept while a detector says likely-honest",
                      [Column("detector", "detector"), Column("passing", "attackers called likely-honest"),
-                      Column("attackers", "attackers"), Column("psnr", "best own-decoder PSNR (dB)", "{:.2f}"),
+                      Column("attackers", "attackers"), Column("accuracy", "its accuracy", "{:.3f}"),
+                      Column("psnr", "best own-decoder PSNR (dB)", "{:.2f}"),
                       Column("psnr_label_only", "its label-only floor (dB)", "{:.2f}"),
                       Column("settings", "its settings"), Column("run", "run")],
-                     frontier_rows, ["Over the non-honest runs: the highest PSNR of a server's own decoder among "
-                                     "the runs each detector (all detectors: every one of them) calls likely-honest."])
+                     frontier_rows, ["Over the non-honest runs whose accuracy lies within "
+                                     f"{ACCURACY_TOLERANCE:.0%} of the most accurate one's (a server that gives up "
+                                     "more would be noticed without a detector): the highest PSNR of a server's own "
+                                     "decoder among the runs each detector (all detectors: every one of them) calls "
+                                     "likely-honest."])
     return [Table("detection", "The detectors against the attackers", columns, rows, notes), frontier]
