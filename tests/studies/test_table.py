@@ -179,3 +179,21 @@ def test_run_folders_without_results_are_listed_with_their_state(tmp_path):
     records, unfinished = collect_runs(tmp_path)
     assert records == []
     assert {u["cell"]: u["state"] for u in unfinished} == {"killed": "interrupted", "trained": "not evaluated"}
+
+
+def test_runs_of_an_older_version_share_the_settings_of_newer_ones(tmp_path):
+    """A config written before a key existed (no release section) has that key's default: the
+    two seeds below are one group, not two of different settings."""
+    import yaml
+
+    from vicious.studies.table import collect_runs, setting_keys
+
+    old = fake_run(tmp_path, "old", regime="vicious", seed=1, accuracy=0.8, mse=0.02, ssim=0.5, r_exact=1.0,
+                   r_principal=1.2)
+    fake_run(tmp_path, "new", regime="vicious", seed=2, accuracy=0.8, mse=0.02, ssim=0.5, r_exact=1.0, r_principal=1.2)
+    config = yaml.safe_load((old / "config.yaml").read_text())
+    del config["release"]
+    (old / "config.yaml").write_text(yaml.safe_dump(config))
+    records, _ = collect_runs(tmp_path)
+    assert setting_keys(records) == []
+    assert {r.config["release.policy"] for r in records} == {"none"}

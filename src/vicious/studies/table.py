@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from vicious.config.regimes import REGIME_NAMES
-from vicious.config.schema import OPERATIONAL_KEYS, ConfigError, flatten_config, read_yaml
+from vicious.config.schema import OPERATIONAL_KEYS, ConfigError, RunConfig, flatten_config, read_yaml
 from vicious.runs.results import METRICS_FILE, read_run_result
 from vicious.studies.sweep import (
     STATUS_FILE,
@@ -201,6 +201,7 @@ def collect_runs(folder: Path) -> tuple[list[RunRecord], list[dict]]:
     if not folder.is_dir():
         raise FileNotFoundError(f"no such folder: {folder}; give the --out of 'vicious sweep'")
     records = []
+    defaults = flatten_config(RunConfig().model_dump())
     for path in sorted(folder.rglob(METRICS_FILE)):
         run_dir = path.parent
         config_path = run_dir / "config.yaml"
@@ -210,7 +211,10 @@ def collect_runs(folder: Path) -> tuple[list[RunRecord], list[dict]]:
         if not isinstance(config or {}, dict):
             raise ConfigError(f"{config_path} does not hold a config mapping; re-run that cell, or delete it")
         name = run_dir.relative_to(folder).as_posix()
-        records.append(RunRecord(name, run_dir, metrics, flatten_config(config or {}), non_finite))
+        # A key a run's config lacks (written before the key existed) is its default, which is
+        # what that run did: runs of several versions then share their settings.
+        flat = {**defaults, **flatten_config(config)} if config else {}
+        records.append(RunRecord(name, run_dir, metrics, flat, non_finite))
     # A cell without results: a sweep cell (its status.json) or a run folder that training left
     # (its config.yaml), killed or failed; its state asks the cell's lock whether it still runs.
     started = {p.parent for name in (STATUS_FILE, "config.yaml") for p in folder.rglob(name)}
