@@ -152,10 +152,12 @@ def release_policy_curves(points: Sequence[dict], *, title: str = "", dpi: int =
     ``points``: dicts with ``arm``, ``policy``, ``output`` (str) and ``accuracy``, ``psnr`` (float),
     in the order the lines join them.
     """
-    colours = ("tab:orange", "tab:purple", "tab:red", "tab:gray", "tab:green", "tab:brown")
+    fixed = {"no policy": "black", "label only": "tab:gray"}
+    others = iter(("tab:orange", "tab:purple", "tab:red", "tab:green", "tab:brown", "tab:pink"))
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     arms = list(dict.fromkeys(p["arm"] for p in points))
-    for arm, colour in zip(arms, colours):
+    for arm in arms:
+        colour = fixed.get(arm) or next(others, "tab:olive")
         for output in dict.fromkeys(p["output"] for p in points):
             chosen = [p for p in points if p["arm"] == arm and p["output"] == output]
             if not chosen:

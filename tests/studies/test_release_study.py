@@ -3,6 +3,8 @@ and the label-only floor, from a grid whose axis sets several release keys at on
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from sweep_helpers import write_grid
@@ -11,7 +13,7 @@ from vicious.metrics import psnr_from_mse
 from vicious.release.policies import TopK
 from vicious.runs.evaluation import reconstruct
 from vicious.runs.layout import open_run
-from vicious.studies.release_study import ARMS, release_points
+from vicious.studies.release_study import ARMS, NO_POLICY, release_points
 from vicious.studies.report import build_report
 from vicious.studies.sweep import expand_grid, load_grid, run_sweep
 from vicious.studies.table import build_tables, render
@@ -47,10 +49,14 @@ def test_the_release_tables_hold_three_servers_and_the_floor(release_sweep):
     table = tables["release-top-k"]
     column = {c.key: i for i, c in enumerate(table.columns)}
     rows = {row[column["arm"]]: row for row in table.rows}
-    assert list(rows) == list(ARMS) and all(row[column["policy"]] == "top-1" for row in rows.values())
+    assert list(rows) == [NO_POLICY, *ARMS]
+    assert [row[column["policy"]] for row in rows.values()] == ["none"] + ["top-1"] * 4
     through = open_run(release_sweep / "fashion-mnist-vicious-small__release.k=1__release.policy=topk")
     blind = open_run(release_sweep / "fashion-mnist-vicious-small__release.policy=none")
     x = blind.splits.test.float_images()
+    # The first row: the blind pair without any policy, its own metrics.json.
+    measured = json.loads((blind.path / "metrics.json").read_text())
+    assert rows[NO_POLICY][column["psnr"]].mean == pytest.approx(measured["psnr"], abs=1e-6)
     # (a): the blind pair behind top-1, recomputed here from its networks.
     with torch.no_grad():
         logits = blind.classifier.eval()(x)
@@ -72,7 +78,7 @@ def test_the_release_tables_hold_three_servers_and_the_floor(release_sweep):
     accuracy = {arm: rows[arm][column["accuracy"]].mean for arm in ARMS}
     assert accuracy["blind (a)"] == accuracy["decoder retrained (b)"]
     assert accuracy["trained through (c)"] == accuracy["label only"]
-    assert len(release_points(table)) == 4
+    assert len(release_points(table)) == 5
     chosen = render(build_tables(release_sweep), "md", sections=["release"])
     assert "## Release policy top-k" in chosen and "## Release policy label-only" in chosen and "## Results" not in chosen
 
@@ -84,9 +90,9 @@ def test_a_purifier_keeps_the_label_against_servers_a_and_b(release_sweep):
     with torch.no_grad():
         predicted = blind.classifier.eval()(blind.splits.test.float_images()).argmax(dim=1)
     kept = float((predicted == blind.splits.test.labels).float().mean())
-    assert {row[column["policy"]] for row in table.rows} == {"purifier-0", "purifier-0.1"}
+    assert {row[column["policy"]] for row in table.rows} == {"none", "purifier-0", "purifier-0.1"}
     for row in table.rows:
-        assert row[column["arm"]] in ("blind (a)", "decoder retrained (b)", "label only")
+        assert row[column["arm"]] in (NO_POLICY, "blind (a)", "decoder retrained (b)", "label only")
         assert row[column["accuracy"]].mean == pytest.approx(kept, abs=1e-6)  # the label is kept
     assert (blind.path / "release" / "purifier-0.1.safetensors").is_file()
 

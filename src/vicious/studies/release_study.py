@@ -43,6 +43,7 @@ from vicious.studies.table import (
 )
 
 ARMS = ("blind (a)", "decoder retrained (b)", "trained through (c)", LABEL_ONLY)
+NO_POLICY = "no policy"  # the blind pair's own measures, first in every table
 MEASURES = (ACCURACY, PSNR, SSIM, R_PRINCIPAL, REID1)
 _TRAINS_THROUGH = ("vicious", "autoencoder")
 #: Distortion weights of the purifiers measured beside the policies (0: hide all it can).
@@ -78,13 +79,14 @@ def release_measurements(records: Sequence[RunRecord], keys: Sequence[str], *, r
             "group": (record.dataset, record.output, settings_of(record, keys)), "policy": policy.name,
             "family": policy.family,
             "arms": dict(zip(ARMS, (arms["blind"], arms["retrained"], record.metrics, floor))),
+            "blind": blind,
         })
         blinds[blind.path] = blind
     for blind in blinds.values():
         for weight in PURIFIER_WEIGHTS:
             arms = purifier_arms(blind.path, weight, retrain_epochs=retrain_epochs)
             found.append({"group": (blind.dataset, blind.output, settings_of(blind, keys)),
-                          "policy": arms["policy"], "family": "purifier",
+                          "policy": arms["policy"], "family": "purifier", "blind": blind,
                           "arms": {ARMS[0]: arms["blind"], ARMS[1]: arms["retrained"], LABEL_ONLY: arms["label_only"]
                                    | {"accuracy": arms["blind"].get("accuracy")}}})
     return found
@@ -101,6 +103,14 @@ def release_tables(records: Sequence[RunRecord], keys: Sequence[str], *, retrain
     for family in sorted({m["family"] for m in measured}):
         rows = []
         chosen = sorted((g for g in groups if g[0] == family), key=lambda g: (dataset_rank(g[1][0]), g[1], g[2]))
+        for group in dict.fromkeys(g[1] for g in chosen):
+            # The blind pairs without any policy: what every row is measured against.
+            blind = list({m["blind"].path: m["blind"] for m in measured if m["group"] == group}.values())
+            stats = []
+            for measure in MEASURES:
+                numbers = [v for v in (measure.finite_value(b.metrics) for b in blind) if v is not None]
+                stats.append(Stat.of(numbers) if numbers else None)
+            rows.append([group[0], group[1], *group[2], "none", NO_POLICY, len(blind), *stats])
         for _, (dataset, output, values), policy in chosen:
             runs = groups[(family, (dataset, output, values), policy)]
             for arm in ARMS:
