@@ -25,24 +25,29 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 import warnings
 from pathlib import Path
 
 import torch
 
-from vicious.config.presets import cpu_sized_config
-from vicious.config.schema import LossConfig, ModelConfig
-from vicious.data import load_dataset
-from vicious.defences import roc_auc, score_classifier, tpr_at_fpr
-from vicious.defences.black_box import BlackBox
-from vicious.defences.calibration import Calibration, Reference, pool_scores, shipped_calibration, user_images
-from vicious.defences.suite import PRIMARY, SuiteSettings
-from vicious.defences.zoo import DEFAULT_ZOO, Released, reference_box, train_reference
-from vicious.release.outputs import observed_form
-from vicious.runs.evaluation import evaluate_run
-from vicious.runs.layout import open_run
-from vicious.runs.training import train_run
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_audit import calibration_from  # noqa: E402  (the honest records' thresholds, as bench_audit derives them)
+
+from vicious.config.presets import cpu_sized_config  # noqa: E402
+from vicious.config.schema import LossConfig, ModelConfig  # noqa: E402
+from vicious.data import load_dataset  # noqa: E402
+from vicious.defences import roc_auc, score_classifier, tpr_at_fpr  # noqa: E402
+from vicious.defences.black_box import BlackBox  # noqa: E402
+from vicious.defences.calibration import Calibration, shipped_calibration, user_images  # noqa: E402
+from vicious.defences.suite import PRIMARY, SuiteSettings  # noqa: E402
+from vicious.defences.zoo import DEFAULT_ZOO, Released, reference_box, train_reference  # noqa: E402
+from vicious.release.outputs import observed_form  # noqa: E402
+from vicious.runs.evaluation import evaluate_run  # noqa: E402
+from vicious.runs.layout import open_run  # noqa: E402
+from vicious.runs.training import train_run  # noqa: E402
 
 # Eight models per type: two output forms x four variants (a seed each, and the type's knob).
 ATTACKERS: dict[str, list[dict]] = {
@@ -176,11 +181,7 @@ def main() -> None:
     report = {"settings": settings.model_dump(), "data_source": splits.source, "populations": {}}
     for p, records in populations.items():
         others = [q for q in populations if q != p]
-        other = None
-        if others:
-            honest = [r for r in populations[others[0]] if r["kind"] == "honest"]
-            other = Calibration.from_scores("fashion-mnist", 32, settings, pool_scores([r["scores"] for r in honest]),
-                                            [Reference(name=r["name"], accuracy=r["accuracy"]) for r in honest])
+        other = calibration_from(populations[others[0]], settings) if others else None
         for r in records:
             r["verdict_shipped"], r["verdicts_shipped"] = shipped.verdicts(primary(r))
             if other:

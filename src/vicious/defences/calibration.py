@@ -83,8 +83,9 @@ def thresholds_from(honest_scores: Sequence[float]) -> Thresholds:
     return Thresholds(likely_honest_at_most=highest, likely_vicious_above=highest + spread, honest_median=median)
 
 
-def overall_verdict(each: dict[str, Verdict]) -> Verdict:
-    deciding = [each.get(d, "inconclusive") for d in DECIDING_DETECTORS]
+def overall_verdict(each: dict[str, Verdict], deciding_detectors: Sequence[str] = DECIDING_DETECTORS) -> Verdict:
+    """Likely-vicious if a deciding detector says so, likely-honest if all of them do, else inconclusive."""
+    deciding = [each.get(d, "inconclusive") for d in deciding_detectors]
     if "likely-vicious" in deciding:
         return "likely-vicious"
     return "likely-honest" if all(v == "likely-honest" for v in deciding) else "inconclusive"

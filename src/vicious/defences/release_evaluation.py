@@ -125,9 +125,10 @@ def release_arms(run_dir: Path, policy: ReleasePolicy, *, retrain_epochs: int = 
         config, splits = run.config, run.splits
         form = observed_form(config.output)
         blind = evaluate_released(run, policy)
-        server = observed_outputs(run.classifier, splits.train.float_images(), form, splits.info.task)
+        images = splits.train.float_images()
+        server = observed_outputs(run.classifier, images, form, splits.info.task)
         decoder = fit_decoder(
-            observed_decoder(run.decoder).train(), server, splits.train.float_images(), epochs=retrain_epochs,
+            observed_decoder(run.decoder).train(), server, images, epochs=retrain_epochs,
             batch_size=config.train.batch_size, lr=config.train.lr, seed=config.seed + 1,
             loss=partial(reconstruction_loss, alpha_huber=config.loss.alpha_huber, alpha_ssim=config.loss.alpha_ssim,
                          huber_delta=config.loss.huber_delta),

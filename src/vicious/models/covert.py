@@ -53,6 +53,7 @@ from torch import nn
 
 from vicious.data.types import Task
 from vicious.models.decoder import outputs_to_probabilities
+from vicious.release.outputs import unchecked_log_odds
 from vicious.seeding import generator
 
 #: Radians per unit of log-odds of the lowest frequency (the highest is twice this).
@@ -60,17 +61,6 @@ DEFAULT_FREQUENCY = 3.0
 #: Largest difference between a saved buffer and the one the key rebuilds (QR differs in the
 #: last bits between LAPACK builds).
 _TOLERANCE = 1e-5
-
-
-def observed_log_odds(observed: torch.Tensor, probabilities: bool, task: Task) -> torch.Tensor:
-    """The log-odds of what the server observes: centred logits (multiclass) or logits per
-    attribute, from logits or from ``probabilities``, as ``vicious.release.outputs.log_odds``
-    computes them (without its checks, which would synchronise a GPU)."""
-    if probabilities:
-        tiny = torch.finfo(torch.float32).tiny
-        p = observed.clamp(tiny, 1.0)
-        observed = p.log() - (1 - p).clamp_min(tiny).log() if task == "multilabel" else p.log()
-    return observed if task == "multilabel" else observed - observed.mean(dim=1, keepdim=True)
 
 
 class CovertMixing(nn.Module):
@@ -97,7 +87,7 @@ class CovertMixing(nn.Module):
 
     def forward(self, observed: torch.Tensor) -> torch.Tensor:
         with torch.autocast(observed.device.type, enabled=False):
-            z = observed_log_odds(observed.float(), self.probabilities, self.task)
+            z = unchecked_log_odds(observed.float(), "probabilities" if self.probabilities else "logits", self.task)
             angles = (z @ self.rotation.T)[:, None, :] * self.frequencies + self.phases  # (N, 2, K)
             return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1).flatten(1)
 

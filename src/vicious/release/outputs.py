@@ -61,6 +61,12 @@ def log_odds(outputs: torch.Tensor, form: Form, task: Task = "multiclass") -> to
     """
     outputs = check_outputs(outputs)
     _check_form(form)
+    return unchecked_log_odds(outputs, form, task)
+
+
+def unchecked_log_odds(outputs: torch.Tensor, form: Form, task: Task = "multiclass") -> torch.Tensor:
+    """:func:`log_odds` without its checks, which would wait for the device (for networks and
+    training losses); differentiable."""
     if form == "probabilities":
         tiny = torch.finfo(torch.float32).tiny
         p = outputs.clamp(tiny, 1.0)

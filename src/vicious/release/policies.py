@@ -41,7 +41,7 @@ import torch
 from vicious.config.schema import ReleaseConfig
 from vicious.data.types import Task
 from vicious.models import outputs_to_probabilities
-from vicious.release.outputs import Form, check_outputs, label_features, log_odds
+from vicious.release.outputs import Form, check_outputs, label_features, log_odds, observed_form
 
 
 class ReleasePolicy(ABC):
@@ -122,10 +122,7 @@ class LabelOnly(ReleasePolicy):
 
     def for_training(self, outputs, form, task="multiclass", generator=None):
         released = self.apply(outputs, form, task, generator)
-        if form == "probabilities":
-            smooth = outputs
-        else:
-            smooth = torch.sigmoid(outputs) if task == "multilabel" else torch.softmax(outputs, dim=1)
+        smooth = outputs if form == "probabilities" else outputs_to_probabilities(outputs, task)
         return released + (smooth - smooth.detach())
 
 
@@ -241,7 +238,7 @@ def released_outputs(
     """What the server receives for F's logits ``(N, K)``: the form a run's ``output`` names
     (``raw``: logits, ``softmax``: probabilities) after ``policy``; with ``training``, with the
     gradient of ``for_training``. A decoder takes it through ``forward_observed``."""
-    form: Form = "probabilities" if output == "softmax" else "logits"
+    form = observed_form(output)
     observed = outputs_to_probabilities(logits, task) if form == "probabilities" else logits
     if training:
         return policy.for_training(observed, form, task, generator)

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from vicious.data.types import Task
+from vicious.models import outputs_to_probabilities
 from vicious.release.outputs import Form, log_odds, predicted_labels
 from vicious.release.policies import ReleasePolicy
 
@@ -89,9 +90,7 @@ class Purifier(ReleasePolicy):
 
     def apply(self, outputs, form, task, generator):
         u = self.purified_log_odds(outputs, form, task)
-        if form == "logits":
-            return u
-        return torch.sigmoid(u) if task == "multilabel" else torch.softmax(u, dim=1)
+        return u if form == "logits" else outputs_to_probabilities(u, task)
 
     def __call__(self, outputs, form, task="multiclass", generator=None):
         with torch.no_grad():  # a release, not a training step: no graph through the parameters

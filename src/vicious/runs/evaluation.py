@@ -60,7 +60,7 @@ def reconstruct(run: TrainedRun, images: torch.Tensor, batch_size: int | None = 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     batch_size = batch_size or run.config.train.eval_batch_size
     policy = policy or release_policy(run.config.release)
-    releases = policy.name != "none" or decoder is not None  # another decoder takes the observed vector
+    releases = _receives_released(policy, decoder)
     draws = generator(run.config.seed if seed is None else seed)
     layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
     classifier = run.classifier.to(device, memory_format=layout).eval()
@@ -78,6 +78,12 @@ def reconstruct(run: TrainedRun, images: torch.Tensor, batch_size: int | None = 
         received.append(out.cpu())
         recs.append(rec.contiguous().cpu())
     return torch.cat(received), torch.cat(recs)
+
+
+def _receives_released(policy: ReleasePolicy, decoder: torch.nn.Module | None) -> bool:
+    """Whether ``reconstruct`` returns the released vector in the observed form (a policy, or
+    another decoder, which takes the observed vector), else F's logits."""
+    return policy.name != "none" or decoder is not None
 
 
 def label_only_decoder(splits: DatasetSplits):
@@ -134,7 +140,6 @@ def _evaluate(run_dir: Path | TrainedRun, statistics: ImageStatistics | None, wr
     config, splits = run.config, run.splits
     logits, correct, (measured, per), (floor, floor_per) = _measure(run, None, None, statistics)
     labels = splits.test.labels
-    x = splits.test.images
     per_image_accuracy = correct.mean(dim=1) if correct.ndim == 2 else correct
     metrics = {
         "regime": config.regime,
@@ -144,7 +149,7 @@ def _evaluate(run_dir: Path | TrainedRun, statistics: ImageStatistics | None, wr
         "seed": config.seed,
         "release": release_policy(config.release).name,
         "num_outputs": splits.info.num_outputs,
-        "num_test_images": len(x),
+        "num_test_images": len(splits.test),
         "accuracy": float(per_image_accuracy.mean()),
         **measured,
         "label_only": floor,
@@ -189,8 +194,8 @@ def _measure(run: TrainedRun, policy: ReleasePolicy | None, decoder, statistics:
     chosen = policy or release_policy(config.release)
     received, x_rec = reconstruct(run, splits.test.images, policy=chosen, decoder=decoder)
     # Accuracy and the label-only floor read the released vector as the service would.
-    releases = chosen.name != "none"
-    logits = log_odds(received, observed_form(config.output), splits.info.task) if releases else received
+    released = _receives_released(chosen, decoder)
+    logits = log_odds(received, observed_form(config.output), splits.info.task) if released else received
     correct = accuracy(logits, splits.test.labels)
     fraction = config.evaluation.variance_fraction
     measured = reconstruction_measures(x, x_rec, statistics, fraction)

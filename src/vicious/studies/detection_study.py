@@ -20,8 +20,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from vicious.defences.audit import load_or_calibrate
 from vicious.defences.black_box import open_classifier
-from vicious.defences.calibration import Calibration, calibration_path, shipped_calibration, user_images
+from vicious.defences.calibration import Calibration, overall_verdict, user_images
 from vicious.defences.suite import PRIMARY, score_classifier
 from vicious.runs.files import atomic_write_json, read_json
 from vicious.runs.layout import open_run
@@ -40,9 +41,10 @@ def studies_attackers(keys: Sequence[str]) -> bool:
 
 def audit_calibration(dataset: str, image_size: int) -> Calibration | None:
     """The calibration ``vicious audit`` would use for a benchmark dataset, or None."""
-    cached = calibration_path(dataset, image_size)
-    path = cached if cached.is_file() else shipped_calibration(dataset, image_size)
-    return Calibration.load(path) if path else None
+    try:
+        return load_or_calibrate(dataset, image_size=image_size)[0]
+    except FileNotFoundError:  # none in the cache, none shipped
+        return None
 
 
 def run_scores(record: RunRecord, calibration: Calibration) -> dict[str, dict[str, float]]:
@@ -66,17 +68,18 @@ def detection_tables(records: Sequence[RunRecord], keys: Sequence[str]) -> list[
     """``detection`` and ``frontier``, or none where the runs vary no attacker setting."""
     if not studies_attackers(keys):
         return []
-    rows, audited = [], []
+    rows, audited, calibrations = [], [], {}
     for record in sorted(records, key=lambda r: (r.regime, r.output, settings_of(r, keys), r.seed)):
-        size = int(record.config.get("data.image_size", 32))
-        calibration = audit_calibration(record.dataset, size)
+        where = (record.dataset, int(record.config.get("data.image_size", 32)))
+        if where not in calibrations:
+            calibrations[where] = audit_calibration(*where)
+        calibration = calibrations[where]
         if calibration is None:
             continue
         scores = run_scores(record, calibration)
         primary = {d: scores[d][PRIMARY[d]] for d in PRIMARY if d in scores}
         overall, each = calibration.verdicts(primary)
-        every = ("likely-honest" if all(v == "likely-honest" for v in each.values())
-                 else "likely-vicious" if any(v == "likely-vicious" for v in each.values()) else "inconclusive")
+        every = overall_verdict(each, deciding_detectors=tuple(each))  # as if every detector decided
         audited.append((record, each, every))
         rows.append([record.name, record.regime, record.output, *settings_of(record, keys), record.seed,
                      record.metrics.get("accuracy"), PSNR.finite_value(record.metrics),

@@ -50,6 +50,15 @@ _TRAINS_THROUGH = ("vicious", "autoencoder")
 PURIFIER_WEIGHTS = (0.0, 0.1)
 
 
+def _stats(measured: Sequence[dict]) -> list[Stat | None]:
+    """Mean ± sd of each of ``MEASURES`` over dicts laid out as ``metrics.json``."""
+    stats = []
+    for measure in MEASURES:
+        numbers = [v for v in (measure.finite_value(m) for m in measured) if v is not None]
+        stats.append(Stat.of(numbers) if numbers else None)
+    return stats
+
+
 def _release(record: RunRecord) -> str:
     return str(record.metrics.get("release") or "none")
 
@@ -106,21 +115,14 @@ def release_tables(records: Sequence[RunRecord], keys: Sequence[str], *, retrain
         for group in dict.fromkeys(g[1] for g in chosen):
             # The blind pairs without any policy: what every row is measured against.
             blind = list({m["blind"].path: m["blind"] for m in measured if m["group"] == group}.values())
-            stats = []
-            for measure in MEASURES:
-                numbers = [v for v in (measure.finite_value(b.metrics) for b in blind) if v is not None]
-                stats.append(Stat.of(numbers) if numbers else None)
-            rows.append([group[0], group[1], *group[2], "none", NO_POLICY, len(blind), *stats])
+            rows.append([group[0], group[1], *group[2], "none", NO_POLICY, len(blind),
+                         *_stats([b.metrics for b in blind])])
         for _, (dataset, output, values), policy in chosen:
             runs = groups[(family, (dataset, output, values), policy)]
             for arm in ARMS:
                 if any(arm not in r["arms"] for r in runs):
                     continue  # no server trains through a user's purifier
-                stats = []
-                for measure in MEASURES:
-                    numbers = [v for v in (measure.finite_value(r["arms"][arm]) for r in runs) if v is not None]
-                    stats.append(Stat.of(numbers) if numbers else None)
-                rows.append([dataset, output, *values, policy, arm, len(runs), *stats])
+                rows.append([dataset, output, *values, policy, arm, len(runs), *_stats([r["arms"][arm] for r in runs])])
         columns = [Column("dataset", "dataset"), Column("output", "output"), *(Column(k, k) for k in settings),
                    Column("policy", "policy"), Column("arm", "server"), Column("seeds", "seeds"),
                    *(Column(m.key, m.title, m.fmt) for m in MEASURES)]
